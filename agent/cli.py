@@ -1,0 +1,66 @@
+"""`rapp-agent`: the edge agent's command line (score offline; run the daemon; demo)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.backends import BACKEND_NAMES, BackendError
+from agent.bundle import BundleError, load_bundle
+from agent.features import FeatureError
+from agent.recording import RecordingError
+from agent.scoring import ScoringError, open_scorer
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rapp-agent", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"rapp-agent {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("score", help="score a recorded CSV through the live code path")
+    p.add_argument("--bundle", required=True, type=Path, help="model bundle (.rapp)")
+    p.add_argument("--input", required=True, type=Path, help="recording CSV")
+    p.add_argument("--out", required=True, type=Path, help="per-window scores CSV")
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
+    p.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    return ap
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from agent.offline import score_recording, write_scores
+
+    bundle = load_bundle(args.bundle)
+    scorer = open_scorer(bundle, args.backend, args.precision)
+    result = score_recording(scorer, args.input)
+    write_scores(args.out, result)
+    alarms = sum(int(r["alarm"]) for r in result.rows)
+    print(
+        f"{len(result.rows)} windows scored with {scorer.artifact.id} on {scorer.backend.name}; "
+        f"{alarms} above the {bundle.manifest.alarm.score} threshold; skipped {result.skipped}; "
+        f"wrote {args.out}"
+    )
+    return 0
+
+
+COMMANDS = {"score": cmd_score}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (RecordingError, FeatureError) as err:
+        print(f"rapp-agent {args.command}: bad input: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (BundleError, BackendError, ScoringError) as err:
+        print(f"rapp-agent {args.command}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

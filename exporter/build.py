@@ -1,0 +1,403 @@
+"""Build a bundle: export, quantize, fit RaPP per artifact, calibrate, verify, write (SPEC §6).
+
+Calibration windows (held-out normal data, never the training set) are split into
+interleaved blocks: one half fits NAP, the other sets thresholds and checks fidelity, so
+thresholds are not measured on the data NAP was fitted to.
+
+Every artifact is scored through the agent's own backend and RaPP code, and after writing,
+the bundle is loaded back with the agent's loader and its golden canary re-run: what the
+exporter measured is what the device will compute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent import __version__
+from agent.backends import backend_class, create_backend
+from agent.bundle.archive import pack_archive
+from agent.bundle.loader import load_bundle, sha256_hex
+from agent.bundle.manifest import (
+    ARRAYS_NAME,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    REPORT_NAME,
+    SCORE_NAMES,
+    SIGNATURE_NAME,
+    AlarmDefaults,
+    ArtifactSpec,
+    PathwayIO,
+)
+from agent.features import segment_features
+from agent.rapp import (
+    NapParams,
+    fit_nap,
+    nap_score,
+    pathway_differences,
+    recon_score,
+    sap_score,
+)
+from agent.scoring import Scorer
+from exporter.metrics import auroc, spearman
+from exporter.model import ExportError, PathwayModule, TrainedModel
+from exporter.onnx_export import export_pathway_onnx, pathway_io, quantize_int8
+from exporter.pseudo_anomalies import make_pseudo_anomalies
+
+CANARY_RTOL = {"fp32": 1e-3, "int8": 0.05}
+FORMAT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert"}
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    bundle_id: str
+    bundle_version: str = "1"
+    robot: str = "robot"
+    programs: tuple[int, ...] = ()
+    layers: tuple[int, ...] | None = None  # default: all of 0 … L
+    rtol: float | None = None
+    alarm: AlarmDefaults = field(default_factory=AlarmDefaults)
+    quantize: bool = True
+    calibration_method: str = "minmax"
+    min_spearman: float = 0.95
+    max_auroc_drop: float = 0.02
+    max_parity_error: float = 1e-4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ArtifactCandidate:
+    """A model file to put in the bundle, before its scoring parameters are fitted."""
+
+    id: str
+    format: str
+    precision: str
+    path: str
+    model: bytes
+    io: PathwayIO
+
+
+ExtraArtifacts = Callable[[TrainedModel, np.ndarray], Sequence[ArtifactCandidate]]
+
+
+@dataclass
+class BuiltBundle:
+    data: bytes
+    manifest: dict[str, Any]
+    report: dict[str, Any]
+
+
+def _split_blocks(n: int, block: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    if n < 8:
+        raise ExportError(
+            f"only {n} calibration windows; give at least 8 (better ≥ 500) held-out normal ones"
+        )
+    block_id = np.arange(n) // block
+    if block_id.max() == 0:
+        block_id = np.arange(n) // 2
+    fit = np.flatnonzero(block_id % 2 == 0)
+    hold = np.flatnonzero(block_id % 2 == 1)
+    return fit, hold
+
+
+def _run(candidate: ArtifactCandidate, feature_dim: int, x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pathway outputs of a candidate through the agent's backend, batched."""
+    provisional = ArtifactSpec(
+        id=candidate.id,
+        path=candidate.path,
+        format=candidate.format,
+        precision=candidate.precision,
+        sha256="0" * 64,
+        io=candidate.io,
+        thresholds={},
+        nap_k=1,
+        canary_expected={},
+        canary_rtol=1.0,
+        calibration={},
+    )
+    backend = backend_class(FORMAT_BACKEND[candidate.format])(
+        provisional, candidate.model, feature_dim
+    )
+    outs = [backend.run(x[i : i + 512]) for i in range(0, len(x), 512)]
+    hidden = tuple(np.concatenate([o.hidden[j] for o in outs]) for j in range(len(outs[0].hidden)))
+    hidden_hat = tuple(
+        np.concatenate([o.hidden_hat[j] for o in outs]) for j in range(len(outs[0].hidden_hat))
+    )
+    return hidden, hidden_hat
+
+
+def _scores(hidden: tuple, hidden_hat: tuple, layers: Sequence[int], nap: NapParams) -> dict:
+    diffs = pathway_differences(hidden, hidden_hat, layers)
+    return {
+        "recon": recon_score(hidden[0], hidden_hat[0]),
+        "sap": sap_score(diffs),
+        "nap": nap_score(diffs, nap),
+    }
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    q = np.quantile(values, [0.5, 0.9, 0.99, 0.999])
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "p50": float(q[0]),
+        "p90": float(q[1]),
+        "p99": float(q[2]),
+        "p999": float(q[3]),
+        "max": float(values.max()),
+        "n": int(values.size),
+    }
+
+
+def _canary_inputs(features: np.ndarray, nap: np.ndarray, seed: int) -> np.ndarray:
+    """Eight golden inputs: normal windows across the score range and clear anomalies."""
+    order = np.argsort(nap)
+    picks = order[np.linspace(0, len(order) - 1, 4).astype(int)]
+    normal = features[picks]
+    rng = np.random.default_rng(seed)
+    anomalous = np.stack(
+        [
+            normal[1] * 1.5,
+            normal[2] + rng.normal(0.0, 0.5, normal.shape[1]),
+            np.where(np.arange(normal.shape[1]) == 0, normal[0] + 6.0, normal[0]),
+            np.zeros(normal.shape[1]),
+        ]
+    )
+    return np.concatenate([normal, anomalous]).astype(np.float32)
+
+
+def check_parity(trained: TrainedModel, fp32: ArtifactCandidate, x: np.ndarray) -> float:
+    """Max relative error of ONNX fp32 pathway outputs vs PyTorch eager."""
+    with torch.no_grad():
+        ref = [t.numpy() for t in PathwayModule(trained.model).eval()(torch.from_numpy(x))]
+    hidden, hidden_hat = _run(fp32, x.shape[1], x)
+    got = [*hidden[1:], *hidden_hat]
+    return max(
+        float(np.abs(g - r).max() / max(float(np.abs(r).max()), 1e-12))
+        for g, r in zip(got, ref, strict=True)
+    )
+
+
+def onnx_candidates(trained: TrainedModel, calibration: np.ndarray, quantize: bool, method: str):
+    io_names = pathway_io(trained.n_layers)
+    fp32 = export_pathway_onnx(trained.model, trained.spec.feature_dim)
+    out = [ArtifactCandidate("onnx-fp32", "onnx", "fp32", "model.fp32.onnx", fp32, io_names)]
+    if quantize:
+        int8 = quantize_int8(fp32, calibration, method)
+        out.append(
+            ArtifactCandidate("onnx-int8", "onnx", "int8", "model.int8.onnx", int8, io_names)
+        )
+    return out
+
+
+def build_bundle(
+    trained: TrainedModel,
+    calib_segments: np.ndarray,
+    settings: BuildSettings,
+    extra_artifacts: ExtraArtifacts | None = None,
+    sign: Callable[[bytes], bytes] | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> BuiltBundle:
+    """Build a bundle from a trained model and held-out normal segments (N × L × C)."""
+    spec = trained.spec
+    features = segment_features(calib_segments, spec.features)
+    fit_idx, hold_idx = _split_blocks(len(features))
+    n_layers = trained.n_layers
+    layers = settings.layers if settings.layers is not None else tuple(range(n_layers + 1))
+    if any(not 0 <= i <= n_layers for i in layers):
+        raise ExportError(f"layers {list(layers)}: choose indices in 0 … {n_layers}")
+
+    log("exporting ONNX pathway (fp32) and quantizing (int8 QDQ)")
+    candidates = onnx_candidates(
+        trained, features[fit_idx], settings.quantize, settings.calibration_method
+    )
+    if extra_artifacts is not None:
+        candidates += list(extra_artifacts(trained, features[fit_idx]))
+    parity = check_parity(trained, candidates[0], features[hold_idx][:256])
+    if parity > settings.max_parity_error:
+        raise ExportError(
+            f"ONNX fp32 outputs differ from PyTorch by {parity:.2e} (relative), above "
+            f"{settings.max_parity_error:g}; the export is wrong"
+        )
+
+    pseudo = make_pseudo_anomalies(calib_segments[hold_idx], seed=settings.seed)
+    pseudo_x = np.concatenate([segment_features(s, spec.features) for s in pseudo.values()])
+    hold_x = features[hold_idx]
+    fidelity_x = np.concatenate([hold_x, pseudo_x])
+    fidelity_y = np.r_[np.zeros(len(hold_x)), np.ones(len(pseudo_x))]
+
+    arrays: dict[str, np.ndarray] = {
+        "norm_mean": trained.normalization.mean,
+        "norm_std": trained.normalization.std,
+    }
+    artifacts: list[dict[str, Any]] = []
+    report_artifacts: dict[str, Any] = {}
+    fidelity_scores: dict[str, dict[str, np.ndarray]] = {}
+    canary_x: np.ndarray | None = None
+    for cand in candidates:
+        log(f"fitting RaPP on {cand.id}")
+        hidden, hidden_hat = _run(cand, spec.feature_dim, features)
+        fit_h = tuple(h[fit_idx] for h in hidden)
+        fit_hh = tuple(h[fit_idx] for h in hidden_hat)
+        nap = fit_nap(pathway_differences(fit_h, fit_hh, layers), settings.rtol)
+        held = _scores(
+            tuple(h[hold_idx] for h in hidden), tuple(h[hold_idx] for h in hidden_hat), layers, nap
+        )
+        if cand.precision == "fp32" and canary_x is None:
+            err = np.square(hidden_hat[0][hold_idx] - hidden[0][hold_idx]).mean(axis=0)
+            arrays["recon_scale"] = np.maximum(err, 1e-12).astype(np.float32)
+            canary_x = _canary_inputs(hold_x, held["nap"], settings.seed)
+        assert canary_x is not None, "the first candidate is always the fp32 ONNX artifact"
+        canary = _scores(*_run(cand, spec.feature_dim, canary_x), layers, nap)
+        fid = _scores(*_run(cand, spec.feature_dim, fidelity_x), layers, nap)
+        fidelity_scores[cand.id] = fid
+        thresholds = {
+            name: float(np.quantile(held[name], settings.alarm.threshold_quantile))
+            for name in SCORE_NAMES
+        }
+        calibration = {name: _stats(held[name]) for name in SCORE_NAMES}
+        arrays[f"{cand.id}.nap_mu"] = nap.mu
+        arrays[f"{cand.id}.nap_w"] = nap.projection
+        arrays[f"{cand.id}.nap_s"] = nap.singular_values
+        artifacts.append(
+            {
+                "id": cand.id,
+                "path": cand.path,
+                "format": cand.format,
+                "precision": cand.precision,
+                "sha256": sha256_hex(cand.model),
+                "io": {
+                    "input": cand.io.input,
+                    "hidden": list(cand.io.hidden),
+                    "x_hat": cand.io.x_hat,
+                    "hidden_hat": list(cand.io.hidden_hat),
+                },
+                "nap_k": nap.k,
+                "thresholds": thresholds,
+                "calibration": calibration,
+                "canary": {
+                    **{name: canary[name].tolist() for name in SCORE_NAMES},
+                    "rtol": CANARY_RTOL[cand.precision],
+                },
+            }
+        )
+        report_artifacts[cand.id] = {
+            "nap_k": nap.k,
+            "nap_dim": nap.dim,
+            "singular_values": nap.singular_values.tolist(),
+            "pseudo_anomaly_auroc": {name: auroc(fid[name], fidelity_y) for name in SCORE_NAMES},
+        }
+    arrays["canary_x"] = canary_x
+
+    fidelity = _fidelity(fidelity_scores, fidelity_y, len(hold_x), settings)
+    report = {
+        "producer": f"rapp-export {__version__}",
+        "training": trained.history,
+        "parity_onnx_vs_torch_max_rel_error": parity,
+        "calibration": {"n_fit": len(fit_idx), "n_threshold": len(hold_idx)},
+        "artifacts": report_artifacts,
+        "fidelity": fidelity,
+    }
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "bundle_id": settings.bundle_id,
+        "bundle_version": settings.bundle_version,
+        "created": _created(),
+        "producer": f"rapp-export {__version__}",
+        "min_agent_version": __version__,
+        "robot": {"id": settings.robot, "programs": list(settings.programs)},
+        "input": {**spec.to_json(), "normalization": {"mean": "norm_mean", "std": "norm_std"}},
+        "model": {"family": "mlp", "layer_sizes": list(trained.model.sizes)},
+        "rapp": {"layers": list(layers), "rtol": settings.rtol, "default_score": "nap"},
+        "alarm": settings.alarm.__dict__,
+        "artifacts": artifacts,
+        "sanity": {"parity": parity, "fidelity": fidelity},
+    }
+    files = {cand.path: cand.model for cand in candidates}
+    files[ARRAYS_NAME] = _npz_bytes(arrays)
+    files[REPORT_NAME] = json.dumps(report, indent=1, default=_json_default).encode()
+    manifest["files"] = {name: sha256_hex(data) for name, data in sorted(files.items())}
+    manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    files[MANIFEST_NAME] = manifest_bytes
+    if sign is not None:
+        files[SIGNATURE_NAME] = sign(manifest_bytes)
+    data = pack_archive(files)
+    _self_check(data, candidates)
+    return BuiltBundle(data=data, manifest=manifest, report=report)
+
+
+def _fidelity(
+    scores: Mapping[str, Mapping[str, np.ndarray]],
+    labels: np.ndarray,
+    n_normal: int,
+    settings: BuildSettings,
+) -> dict[str, Any]:
+    """int8 vs fp32 on held-out normal windows plus pseudo-anomalies; fails a bad build."""
+    out: dict[str, Any] = {}
+    reference = {aid: s for aid, s in scores.items() if aid.endswith("fp32")}
+    for aid, s in scores.items():
+        if aid.endswith("fp32"):
+            continue
+        ref_id = aid.rsplit("-", 1)[0] + "-fp32"
+        ref = reference.get(ref_id) or reference.get("onnx-fp32")
+        if ref is None:
+            continue
+        rho = spearman(s["nap"], ref["nap"])
+        rho_normal = spearman(s["nap"][:n_normal], ref["nap"][:n_normal])
+        drop = auroc(ref["nap"], labels) - auroc(s["nap"], labels)
+        out[aid] = {
+            "reference": ref_id if ref_id in reference else "onnx-fp32",
+            "spearman_nap": rho,
+            "spearman_nap_normal_only": rho_normal,
+            "pseudo_auroc_drop_nap": drop,
+            "floor_spearman": settings.min_spearman,
+            "max_auroc_drop": settings.max_auroc_drop,
+        }
+        if rho < settings.min_spearman or drop > settings.max_auroc_drop:
+            raise ExportError(
+                f"{aid}: int8 fidelity below the floor (Spearman {rho:.4f} vs ≥ "
+                f"{settings.min_spearman}, pseudo-anomaly AUROC drop {drop:.4f} vs ≤ "
+                f"{settings.max_auroc_drop}); try --calibration-method percentile, more "
+                "calibration data, or build without --int8"
+            )
+    return out
+
+
+def _self_check(data: bytes, candidates: Sequence[ArtifactCandidate]) -> None:
+    """Load the bundle with the agent's loader and run every artifact's canary."""
+    bundle = load_bundle(data)
+    for cand in candidates:
+        loaded = bundle.artifacts[cand.id]
+        backend = create_backend(loaded, bundle, FORMAT_BACKEND[cand.format])
+        Scorer(bundle, loaded, backend).check_canary()
+
+
+def _created() -> str:
+    """Build time, or SOURCE_DATE_EPOCH for reproducible bundles (the shipped default)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch else dt.datetime.now(dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

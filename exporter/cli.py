@@ -1,0 +1,199 @@
+"""`rapp-export`: train, build and evaluate RaPP model bundles on a workstation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.atomic import write_atomic
+from agent.bundle.errors import BundleError
+from agent.bundle.manifest import AlarmDefaults
+from agent.features import FeatureError, FeatureSpec, Segmentation
+from agent.recording import RecordingError
+from agent.scoring import ScoringError
+from exporter.model import ExportError
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _csv_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the autoencoder on normal recordings")
+    p.add_argument("--data", nargs="+", required=True, type=Path, help="normal recording CSVs")
+    p.add_argument("--channels", required=True, type=_csv_list, help="e.g. J1,J2,J3,J4,J5,J6")
+    p.add_argument("--units", type=_csv_list, help="one per channel (default: A)")
+    p.add_argument("--sample-rate", type=float, default=1000.0, help="Hz (default 1000)")
+    p.add_argument("--segmentation", choices=["window", "cycle"], default="window")
+    p.add_argument("--window", type=int, default=64, help="window or resampled cycle length")
+    p.add_argument("--hop", type=int, default=32, help="window hop in samples")
+    p.add_argument("--min-cycle", type=int, default=0, help="shortest cycle kept (samples)")
+    p.add_argument("--max-cycle", type=int, default=0, help="longest cycle kept (0 = no limit)")
+    p.add_argument("--features", type=_csv_list, default=["raw"], help="raw and/or stats")
+    p.add_argument("--layers", type=int, default=3, help="encoder layers (default 3)")
+    p.add_argument("--bottleneck", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--patience", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="output model directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="export, quantize, calibrate and write a .rapp bundle")
+    p.add_argument("--model", required=True, type=Path, help="directory written by `train`")
+    p.add_argument("--calibration", nargs="+", required=True, type=Path,
+                   help="held-out normal recordings (not the training files)")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="bundle path, e.g. robot1.rapp")
+    p.add_argument("--bundle-id", help="default: the output file name without extension")
+    p.add_argument("--bundle-version", default="1")
+    p.add_argument("--robot", default="robot")
+    p.add_argument("--program", type=int, action="append", default=[], help="program served")
+    p.add_argument("--quantile", type=float, default=0.999, help="threshold quantile")
+    p.add_argument("--no-int8", action="store_true", help="skip int8 quantization")
+    p.add_argument("--calibration-method", default="minmax",
+                   choices=["minmax", "percentile", "entropy"])  # fmt: skip
+    p.add_argument("--min-spearman", type=float, default=0.95, help="int8 fidelity floor")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="RaPP paper tasks MI-F / MI-V on the CNC mill data")
+    p.add_argument("--data", required=True, type=Path, help="cnc-mill-tool-wear folder")
+    p.add_argument("--task", choices=["mi-f", "mi-v", "all"], default="all")
+    p.add_argument("--out", type=Path, help="write results JSON here")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds to average")
+    p.add_argument("--quick", action="store_true", help="fewer epochs (smoke run)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rapp-export", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_build(sub)
+    _add_evaluate(sub)
+    return ap
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from exporter.data import fit_normalization, load_recordings, segment_all
+    from exporter.model import TrainedModel
+    from exporter.train import TrainSettings, plot_history, train_autoencoder
+
+    units = args.units or ["A"] * len(args.channels)
+    spec = FeatureSpec(
+        channels=tuple(args.channels),
+        units=tuple(units),
+        sample_rate_hz=args.sample_rate,
+        segmentation=Segmentation(
+            kind=args.segmentation,
+            length=args.window,
+            hop=args.hop,
+            min_samples=args.min_cycle,
+            max_samples=args.max_cycle,
+        ),
+        features=tuple(args.features),
+    )
+    recordings = load_recordings(args.data, spec.channels)
+    normalization = fit_normalization(recordings)
+    segmented = segment_all(spec, normalization, recordings)
+    print(
+        f"{len(segmented.features)} training windows × {spec.feature_dim} features "
+        f"from {len(recordings)} file(s); skipped: {vars(segmented.stats)}"
+    )
+    settings = TrainSettings(
+        n_layers=args.layers,
+        bottleneck=args.bottleneck,
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+    )
+    progress = None
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=settings.epochs, desc="training", unit="epoch", file=sys.stderr)
+
+        def progress(epoch: int, train: float, val: float) -> None:
+            bar.update(1)
+            bar.set_postfix(train=f"{train:.4g}", val=f"{val:.4g}")
+
+    model, history = train_autoencoder(segmented.features, settings, progress)
+    if bar is not None:
+        bar.close()
+    trained = TrainedModel(model, spec, normalization, history)
+    trained.save(args.out)
+    plot_history(history, str(args.out / "training_curve.png"))
+    print(
+        f"best epoch {history['best_epoch']} of {history['epochs_run']}: "
+        f"validation MSE {history['best_val_loss']:.5g}; model written to {args.out}/"
+    )
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from exporter.build import BuildSettings, build_bundle
+    from exporter.data import load_recordings, segment_all
+    from exporter.model import TrainedModel
+
+    trained = TrainedModel.load(args.model)
+    recordings = load_recordings(args.calibration, trained.spec.channels)
+    segmented = segment_all(trained.spec, trained.normalization, recordings)
+    settings = BuildSettings(
+        bundle_id=args.bundle_id or args.out.stem,
+        bundle_version=args.bundle_version,
+        robot=args.robot,
+        programs=tuple(args.program),
+        alarm=AlarmDefaults(threshold_quantile=args.quantile),
+        quantize=not args.no_int8,
+        calibration_method=args.calibration_method,
+        min_spearman=args.min_spearman,
+        seed=args.seed,
+    )
+    built = build_bundle(trained, segmented.segments, settings, log=print)
+    write_atomic(args.out, built.data)
+    print(f"wrote {args.out} ({len(built.data) / 1024:.0f} KiB)")
+    for artifact in built.manifest["artifacts"]:
+        th = artifact["thresholds"]
+        print(
+            f"  {artifact['id']:<10} NAP k={artifact['nap_k']:<4} thresholds "
+            f"recon {th['recon']:.4g}  sap {th['sap']:.4g}  nap {th['nap']:.4g}"
+        )
+    print(f"  fidelity: {json.dumps(built.report['fidelity'])}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from exporter.evaluate import run_evaluation
+
+    return run_evaluation(args.data, args.task, args.out, args.seeds, args.quick)
+
+
+COMMANDS = {"train": cmd_train, "build": cmd_build, "evaluate": cmd_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (RecordingError, FeatureError) as err:
+        print(f"rapp-export {args.command}: bad input: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ExportError, BundleError, ScoringError) as err:
+        print(f"rapp-export {args.command}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

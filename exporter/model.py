@@ -1,0 +1,190 @@
+"""The paper's MLP autoencoder and its projection pathway (SPEC §4), in PyTorch.
+
+Layer sizes are linearly spaced from the input to the bottleneck; every encoder layer is
+Linear → BatchNorm → LeakyReLU except the bottleneck, which has no activation; the decoder
+mirrors it and ends in a plain Linear. :class:`PathwayModule` is what gets exported: one
+input, outputs h_1…h_L, x̂ and ĥ_1…ĥ_L, with the encoder weights shared by both passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agent.atomic import write_atomic
+from agent.features import FeatureSpec, Normalization
+
+NEGATIVE_SLOPE = 0.2
+MODEL_JSON = "model.json"
+WEIGHTS_NPZ = "weights.npz"
+
+
+class ExportError(RuntimeError):
+    """Exporter failure: bad training data, a model that fails a check, a conversion error."""
+
+
+def linspace_sizes(input_dim: int, bottleneck: int, n_layers: int) -> list[int]:
+    """Encoder sizes [input, …, bottleneck], linearly spaced, as the paper does."""
+    if n_layers < 1 or bottleneck < 1:
+        raise ExportError(f"need n_layers ≥ 1 and bottleneck ≥ 1 (got {n_layers}, {bottleneck})")
+    return np.rint(np.linspace(input_dim, bottleneck, n_layers + 1)).astype(int).tolist()
+
+
+def _block(n_in: int, n_out: int, activation: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out)]
+    if activation:
+        layers.append(nn.LeakyReLU(NEGATIVE_SLOPE))
+    return nn.Sequential(*layers)
+
+
+class MlpAutoencoder(nn.Module):
+    def __init__(self, sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.sizes = list(sizes)
+        n = len(self.sizes) - 1
+        self.encoder = nn.ModuleList(
+            _block(self.sizes[i], self.sizes[i + 1], activation=i < n - 1) for i in range(n)
+        )
+        rev = self.sizes[::-1]
+        decoder: list[nn.Module] = [_block(rev[i], rev[i + 1], True) for i in range(n - 1)]
+        decoder.append(nn.Linear(rev[n - 1], rev[n]))
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode_path(self, x: torch.Tensor) -> list[torch.Tensor]:
+        hidden = []
+        h = x
+        for layer in self.encoder:
+            h = layer(h)
+            hidden.append(h)
+        return hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encode_path(x)[-1])
+
+    def pathway(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self.encode_path(x)
+        x_hat = self.decoder(hidden[-1])
+        hidden_hat = self.encode_path(x_hat)
+        return (*hidden, x_hat, *hidden_hat)
+
+
+def _fold(block: nn.Module) -> tuple[nn.Linear, bool]:
+    """Fold an eval-mode Linear → BatchNorm pair into one Linear (and say if it activates)."""
+    if isinstance(block, nn.Linear):
+        return copy.deepcopy(block), False
+    linear, norm = block[0], block[1]
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    folded = nn.Linear(linear.in_features, linear.out_features)
+    with torch.no_grad():
+        folded.weight.copy_(linear.weight * scale[:, None])
+        folded.bias.copy_((linear.bias - norm.running_mean) * scale + norm.bias)
+    return folded, len(block) > 2
+
+
+class PathwayModule(nn.Module):
+    """Export wrapper: forward returns (h_1…h_L, x̂, ĥ_1…ĥ_L).
+
+    BatchNorm is folded into the preceding Linear (eval mode), so the deployed graph is
+    Gemm + LeakyRelu only: fewer ops to quantize, and the two encoder passes share exactly
+    one weight tensor per layer.
+    """
+
+    def __init__(self, model: MlpAutoencoder) -> None:
+        super().__init__()
+        encoder = [_fold(block) for block in model.encoder]
+        decoder = [_fold(block) for block in model.decoder]
+        self.encoder = nn.ModuleList(linear for linear, _ in encoder)
+        self.decoder = nn.ModuleList(linear for linear, _ in decoder)
+        self._encoder_act = [act for _, act in encoder]
+        self._decoder_act = [act for _, act in decoder]
+        self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
+
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        hidden = []
+        for linear, act in zip(self.encoder, self._encoder_act, strict=True):
+            x = linear(x)
+            x = self.act(x) if act else x
+            hidden.append(x)
+        return hidden
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        hidden = self._encode(x)
+        y = hidden[-1]
+        for linear, act in zip(self.decoder, self._decoder_act, strict=True):
+            y = linear(y)
+            y = self.act(y) if act else y
+        return (*hidden, y, *self._encode(y))
+
+
+def pathway_names(n_layers: int) -> tuple[list[str], str, list[str]]:
+    hidden = [f"h_{i}" for i in range(1, n_layers + 1)]
+    return hidden, "x_hat", [f"h_hat_{i}" for i in range(1, n_layers + 1)]
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with everything the bundle needs to reproduce its inputs."""
+
+    model: MlpAutoencoder
+    spec: FeatureSpec
+    normalization: Normalization
+    history: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.model.sizes) - 1
+
+    def save(self, directory: Path) -> None:
+        """model.json + weights.npz (plain arrays: no pickle, unlike torch.save)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "family": "mlp",
+            "layer_sizes": self.model.sizes,
+            "input": self.spec.to_json(),
+            "normalization": {
+                "mean": self.normalization.mean.tolist(),
+                "std": self.normalization.std.tolist(),
+            },
+            "history": self.history,
+        }
+        write_atomic(out / MODEL_JSON, json.dumps(meta, indent=1).encode())
+        arrays = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        tmp = out / f".{WEIGHTS_NPZ}.tmp"
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        write_atomic(out / WEIGHTS_NPZ, tmp.read_bytes())
+        tmp.unlink()
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainedModel:
+        root = Path(directory)
+        try:
+            meta = json.loads((root / MODEL_JSON).read_text())
+            with np.load(root / WEIGHTS_NPZ, allow_pickle=False) as weights:
+                state = {k: torch.from_numpy(weights[k].copy()) for k in weights.files}
+        except (OSError, ValueError, KeyError) as err:
+            raise ExportError(
+                f"{root}: not a trained model directory ({MODEL_JSON} + {WEIGHTS_NPZ}): {err}"
+            ) from err
+        model = MlpAutoencoder(meta["layer_sizes"])
+        model.load_state_dict(state)
+        model.eval()
+        norm = meta["normalization"]
+        return cls(
+            model=model,
+            spec=FeatureSpec.from_json(meta["input"]),
+            normalization=Normalization(
+                mean=np.asarray(norm["mean"], dtype=np.float32),
+                std=np.asarray(norm["std"], dtype=np.float32),
+            ),
+            history=meta.get("history", {}),
+        )

@@ -1,0 +1,147 @@
+"""Seeded training with early stopping on a validation split of normal data (SPEC §4)."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from exporter.model import ExportError, MlpAutoencoder, linspace_sizes
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    n_layers: int = 3
+    bottleneck: int = 8
+    epochs: int = 200
+    patience: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    validation_fraction: float = 0.2
+    seed: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def split_validation(n: int, fraction: float, seed: int, block: int = 32) -> tuple[np.ndarray, ...]:
+    """Hold out whole blocks of consecutive windows: overlapping neighbours of a validation
+    window would otherwise sit in training and make validation loss optimistic."""
+    if n < 4:
+        raise ExportError(f"only {n} training windows; record more normal data or shorten windows")
+    n_blocks = max(2, -(-n // block))
+    rng = np.random.default_rng(seed)
+    n_val_blocks = max(1, int(np.rint(n_blocks * fraction)))
+    val_blocks = rng.choice(n_blocks, size=n_val_blocks, replace=False)
+    block_of = np.arange(n) * n_blocks // n
+    is_val = np.isin(block_of, val_blocks)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _grad_norm(model: nn.Module) -> float:
+    total = 0.0
+    for p in model.parameters():
+        if p.grad is not None:
+            total += float(p.grad.detach().pow(2).sum())
+    return total**0.5
+
+
+def train_autoencoder(
+    features: np.ndarray,
+    settings: TrainSettings,
+    progress: Callable[[int, float, float], None] | None = None,
+) -> tuple[MlpAutoencoder, dict]:
+    """Train on (N × F) normal feature vectors; returns the best-validation model and history."""
+    if not np.isfinite(features).all():
+        raise ExportError("training features hold NaN or inf; clean the recording first")
+    seed_everything(settings.seed)
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    train_idx, val_idx = split_validation(len(x), settings.validation_fraction, settings.seed)
+    if len(train_idx) < 2:
+        raise ExportError("fewer than 2 training windows after the validation split")
+    sizes = linspace_sizes(x.shape[1], settings.bottleneck, settings.n_layers)
+    model = MlpAutoencoder(sizes)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    loss_fn = nn.MSELoss()
+    generator = torch.Generator().manual_seed(settings.seed)
+    x_train, x_val = x[train_idx], x[val_idx]
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "grad_norm": []}
+    best_state, best_val, best_epoch, stale = None, float("inf"), -1, 0
+    for epoch in range(settings.epochs):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        epoch_loss, norms, seen = 0.0, [], 0
+        for lo in range(0, len(order), settings.batch_size):
+            batch = x_train[order[lo : lo + settings.batch_size]]
+            if len(batch) < 2:  # BatchNorm needs two rows
+                continue
+            optimizer.zero_grad()
+            loss = loss_fn(model(batch), batch)
+            loss.backward()
+            norms.append(_grad_norm(model))
+            optimizer.step()
+            epoch_loss += float(loss.detach()) * len(batch)
+            seen += len(batch)
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(loss_fn(model(x_val), x_val))
+        train_loss = epoch_loss / max(seen, 1)
+        history["train_loss"].append(train_loss)
+        history["val_loss"].append(val_loss)
+        history["grad_norm"].append(float(np.mean(norms)) if norms else 0.0)
+        if progress:
+            progress(epoch, train_loss, val_loss)
+        if val_loss < best_val - 1e-9:
+            best_val, best_epoch, stale = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                break
+    if best_state is None:
+        raise ExportError("training never produced a finite validation loss")
+    model.load_state_dict(best_state)
+    model.eval()
+    summary = {
+        **history,
+        "best_epoch": best_epoch,
+        "best_val_loss": best_val,
+        "epochs_run": len(history["train_loss"]),
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "settings": settings.__dict__,
+    }
+    return model, summary
+
+
+def plot_history(history: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax1.semilogy(history["train_loss"], label="train")
+    ax1.semilogy(history["val_loss"], label="validation")
+    ax1.axvline(history["best_epoch"], color="grey", ls="--", label="best")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("MSE")
+    ax1.legend()
+    ax2.semilogy(history["grad_norm"])
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("mean gradient norm")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
