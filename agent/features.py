@@ -271,7 +271,7 @@ class StreamSegmenter:
         self._position += data.shape[0]
 
     def _drop_before(self, index: int) -> None:
-        cut = max(0, index - self._buffer_start)
+        cut = min(max(0, index - self._buffer_start), self._buffer.shape[0])
         if cut:
             self._buffer = self._buffer[cut:]
             self._programs = self._programs[cut:]

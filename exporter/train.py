@@ -28,6 +28,9 @@ class TrainSettings:
 
 
 def seed_everything(seed: int) -> None:
+    # Small MLPs gain nothing from intra-op threads, and on a 2-core box the thread pool
+    # contends with everything else; one thread is also what makes runs repeatable.
+    torch.set_num_threads(1)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
