@@ -1,0 +1,378 @@
+"""Alarm state machine: per-window scores in, raise/clear events out.
+
+One :class:`AlarmTracker` per robot. Each scored window goes through three stages:
+
+1. **EWMA smoothing** ``s = s + alpha * (x - s)`` (the first valid score initialises ``s``) so a
+   single noisy window does not decide anything.
+2. **Debounce, k of n**: while no alarm is active, an alarm is *raised* when at least ``k`` of
+   the last ``n`` smoothed scores were ``>= threshold``.
+3. **Hysteresis**: while an alarm is active, it is *cleared* after ``clear_windows`` consecutive
+   smoothed scores ``< clear_ratio * threshold``. The band between the two levels stops an
+   alarm from flapping when the score hovers around the threshold.
+
+Non-finite scores (NaN, ±inf) are counted and otherwise ignored: they never raise, never clear
+and never enter the EWMA (one ``inf`` would keep the smoothed score infinite forever).
+
+The module is pure: no clock, no I/O. Event times come from the window metadata and ids from an
+injectable factory, so the tracker is deterministic under test.
+
+Usage::
+
+    tracker = AlarmTracker("r1", AlarmSettings(alpha=0.3, k=3, n=5))
+    event = tracker.update(score, threshold, WindowInfo(t0, t1, seq0, seq1, "P12", contrib), model)
+    if event is not None: ...  # publish event (kind "raise" or "clear")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+EventKind = Literal["raise", "clear"]
+Severity = Literal["warning", "critical"]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_event_id(now_ms: int | None = None, entropy: bytes | None = None) -> str:
+    """A 26-character ULID-style id: 48-bit Unix milliseconds + 80 random bits, Crockford base32.
+
+    Ids sort by creation time (lexicographically), which keeps logs and subscriber databases in
+    order, and are unique without coordination. ``now_ms``/``entropy`` exist for tests.
+    """
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    rnd = os.urandom(10) if entropy is None else entropy
+    if not 0 <= ms < 1 << 48 or len(rnd) != 10:
+        raise ValueError("new_event_id: now_ms must fit in 48 bits and entropy be 10 bytes")
+    value = (ms << 80) | int.from_bytes(rnd, "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+class AlarmError(Exception):
+    """Base class of alarm state machine errors."""
+
+
+class AlarmSettingsError(AlarmError, ValueError):
+    """Invalid :class:`AlarmSettings`; the message names the key, the value and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmSettings:
+    """Smoothing, debounce and hysteresis parameters (usually from the bundle or agent config).
+
+    alpha: EWMA weight of the newest score, 0 < alpha <= 1 (1 = no smoothing).
+    k, n: raise when >= k of the last n smoothed scores are >= threshold (1 <= k <= n).
+    clear_ratio: clear level as a fraction of the threshold, 0 < clear_ratio <= 1.
+    clear_windows: consecutive windows below the clear level needed to clear (>= 1).
+    critical_ratio: smoothed/threshold at or above which severity is "critical" (>= 1).
+    top_channels: how many channel contributions an event carries (>= 0).
+    """
+
+    alpha: float = 0.3
+    k: int = 3
+    n: int = 5
+    clear_ratio: float = 0.8
+    clear_windows: int = 5
+    critical_ratio: float = 2.0
+    top_channels: int = 3
+
+    def __post_init__(self) -> None:
+        def fail(key: str, fix: str) -> None:
+            raise AlarmSettingsError(f"alarms.{key} = {getattr(self, key)!r}: {fix}")
+
+        def is_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_real(value: object) -> bool:
+            return (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+
+        if not is_real(self.alpha) or not 0 < self.alpha <= 1:
+            fail("alpha", "must be a number in (0, 1]; fix: e.g. 0.3 (1 disables smoothing)")
+        if not is_int(self.n) or self.n < 1:
+            fail("n", "must be an integer >= 1; fix: e.g. 5")
+        if not is_int(self.k) or not 1 <= self.k <= self.n:
+            fail("k", f"must be an integer with 1 <= k <= n (n = {self.n!r}); fix: e.g. k = 3")
+        if not is_real(self.clear_ratio) or not 0 < self.clear_ratio <= 1:
+            fail("clear_ratio", "must be a number in (0, 1]; fix: e.g. 0.8")
+        if not is_int(self.clear_windows) or self.clear_windows < 1:
+            fail("clear_windows", "must be an integer >= 1; fix: e.g. 5")
+        if not is_real(self.critical_ratio) or self.critical_ratio < 1:
+            fail("critical_ratio", "must be a number >= 1; fix: e.g. 2.0")
+        if not is_int(self.top_channels) or self.top_channels < 0:
+            fail("top_channels", "must be an integer >= 0; fix: e.g. 3")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """Which model produced the score: bundle id and version from the bundle manifest."""
+
+    bundle_id: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowInfo:
+    """Metadata of one scored window.
+
+    start/end: wall-clock time of the first/last sample, Unix seconds (UTC).
+    seq_first/seq_last: (unwrapped) frame sequence numbers the window spans.
+    program: robot program id, if the frames carry one.
+    contributions: per-channel contribution to the score (any non-negative scale; shares are
+    computed from it), e.g. ``{"axis3": 0.61, "axis1": 0.2}``.
+    """
+
+    start: float
+    end: float
+    seq_first: int
+    seq_last: int
+    program: str | None = None
+    contributions: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelContribution:
+    """One channel's part of the score: raw value and its share of the sum over channels."""
+
+    channel: str
+    value: float
+    share: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """A raise or a clear.
+
+    For a raise, ``span_*``/``seq_*`` cover the evidence: from the oldest above-threshold window
+    in the debounce buffer to the window that raised. For a clear they cover the whole episode:
+    from the raise's evidence start to the window that cleared. ``score``/``smoothed`` are of the
+    deciding window; ``peak_smoothed`` and ``contributions`` are of the worst window so far (for
+    a raise, the worst evidence window). ``severity`` is "critical" when the peak smoothed score
+    reached ``critical_ratio * threshold``. ``raise_id`` is set on clears only.
+    """
+
+    id: str
+    kind: EventKind
+    severity: Severity
+    robot: str
+    model: ModelRef
+    program: str | None
+    score: float
+    smoothed: float
+    peak_smoothed: float
+    threshold: float
+    span_start: float
+    span_end: float
+    seq_first: int
+    seq_last: int
+    contributions: tuple[ChannelContribution, ...]
+    raise_id: str | None = None
+
+    @property
+    def ratio(self) -> float:
+        """Smoothed score of the deciding window over the threshold."""
+        return self.smoothed / self.threshold
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmStats:
+    """Counters for status reporting."""
+
+    windows: int
+    invalid_scores: int
+    raises: int
+    clears: int
+    active: bool
+
+
+def top_contributions(
+    contributions: Mapping[str, float], limit: int
+) -> tuple[ChannelContribution, ...]:
+    """The ``limit`` largest finite contributions, with shares of the finite, non-negative sum."""
+    finite = [(str(ch), float(v)) for ch, v in contributions.items() if math.isfinite(v)]
+    total = sum(v for _, v in finite if v > 0)
+    finite.sort(key=lambda item: (-item[1], item[0]))
+    return tuple(
+        ChannelContribution(ch, v, (max(v, 0.0) / total) if total > 0 else 0.0)
+        for ch, v in finite[:limit]
+    )
+
+
+@dataclass(slots=True)
+class _Evidence:
+    """One window's contribution to the debounce buffer."""
+
+    above: bool
+    window: WindowInfo
+    smoothed: float
+
+
+@dataclass(slots=True)
+class _Episode:
+    """State kept while an alarm is active."""
+
+    raise_event: AlarmEvent
+    peak_smoothed: float
+    peak_window: WindowInfo
+    peak_ratio: float
+    below_count: int = 0
+
+
+class AlarmTracker:
+    """Stateful raise/clear decision for one robot. Not thread-safe: call from one thread."""
+
+    def __init__(
+        self,
+        robot: str,
+        settings: AlarmSettings,
+        *,
+        id_factory: Callable[[], str] = new_event_id,
+    ) -> None:
+        self.robot = robot
+        self.settings = settings
+        self._new_id = id_factory
+        self._smoothed: float | None = None
+        self._buffer: deque[_Evidence] = deque(maxlen=settings.n)
+        self._episode: _Episode | None = None
+        self._windows = 0
+        self._invalid = 0
+        self._raises = 0
+        self._clears = 0
+
+    @property
+    def smoothed(self) -> float | None:
+        """Current EWMA, or None before the first valid score (or after :meth:`reset`)."""
+        return self._smoothed
+
+    @property
+    def active(self) -> AlarmEvent | None:
+        """The raise event of the active alarm, or None when no alarm is active."""
+        return None if self._episode is None else self._episode.raise_event
+
+    def stats(self) -> AlarmStats:
+        return AlarmStats(
+            windows=self._windows,
+            invalid_scores=self._invalid,
+            raises=self._raises,
+            clears=self._clears,
+            active=self._episode is not None,
+        )
+
+    def reset(self) -> None:
+        """Forget smoothing and debounce history, e.g. after a model swap changed the score scale.
+
+        An active alarm stays active (its clear will still reference its raise id); it clears
+        once the new model's scores stay below the clear level.
+        """
+        self._smoothed = None
+        self._buffer.clear()
+        if self._episode is not None:
+            self._episode.below_count = 0
+
+    def update(
+        self, score: float, threshold: float, window: WindowInfo, model: ModelRef
+    ) -> AlarmEvent | None:
+        """Feed one window's score; return a raise or clear event, or None."""
+        if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold > 0):
+            raise AlarmError(
+                f"threshold = {threshold!r} for robot {self.robot!r}: must be finite and > 0; "
+                "fix: check the bundle's calibrated threshold"
+            )
+        self._windows += 1
+        if not math.isfinite(score):
+            self._invalid += 1
+            return None
+        x = float(score)
+        s = (
+            x
+            if self._smoothed is None
+            else self._smoothed + self.settings.alpha * (x - self._smoothed)
+        )
+        self._smoothed = s
+        if self._episode is None:
+            return self._maybe_raise(x, s, threshold, window, model)
+        return self._maybe_clear(x, s, threshold, window, model)
+
+    def _severity(self, ratio: float) -> Severity:
+        return "critical" if ratio >= self.settings.critical_ratio else "warning"
+
+    def _maybe_raise(
+        self, x: float, s: float, threshold: float, window: WindowInfo, model: ModelRef
+    ) -> AlarmEvent | None:
+        self._buffer.append(_Evidence(s >= threshold, window, s))
+        evidence = [e for e in self._buffer if e.above]
+        if len(evidence) < self.settings.k:
+            return None
+        worst = max(evidence, key=lambda e: e.smoothed)
+        event = AlarmEvent(
+            id=self._new_id(),
+            kind="raise",
+            severity=self._severity(worst.smoothed / threshold),
+            robot=self.robot,
+            model=model,
+            program=window.program,
+            score=x,
+            smoothed=s,
+            peak_smoothed=worst.smoothed,
+            threshold=threshold,
+            span_start=evidence[0].window.start,
+            span_end=window.end,
+            seq_first=evidence[0].window.seq_first,
+            seq_last=window.seq_last,
+            contributions=top_contributions(worst.window.contributions, self.settings.top_channels),
+        )
+        self._episode = _Episode(event, worst.smoothed, worst.window, worst.smoothed / threshold)
+        self._buffer.clear()
+        self._raises += 1
+        return event
+
+    def _maybe_clear(
+        self, x: float, s: float, threshold: float, window: WindowInfo, model: ModelRef
+    ) -> AlarmEvent | None:
+        episode = self._episode
+        assert episode is not None
+        if s > episode.peak_smoothed:
+            episode.peak_smoothed = s
+            episode.peak_window = window
+        episode.peak_ratio = max(episode.peak_ratio, s / threshold)
+        if s < self.settings.clear_ratio * threshold:
+            episode.below_count += 1
+        else:
+            episode.below_count = 0
+        if episode.below_count < self.settings.clear_windows:
+            return None
+        raised = episode.raise_event
+        event = AlarmEvent(
+            id=self._new_id(),
+            kind="clear",
+            # The worst severity reached during the episode, so a subscriber that only reads
+            # clears still learns how bad it got.
+            severity=self._severity(episode.peak_ratio),
+            robot=self.robot,
+            model=model,
+            program=window.program,
+            score=x,
+            smoothed=s,
+            peak_smoothed=episode.peak_smoothed,
+            threshold=threshold,
+            span_start=raised.span_start,
+            span_end=window.end,
+            seq_first=raised.seq_first,
+            seq_last=window.seq_last,
+            contributions=top_contributions(
+                episode.peak_window.contributions, self.settings.top_channels
+            ),
+            raise_id=raised.id,
+        )
+        self._episode = None
+        self._buffer.clear()
+        self._clears += 1
+        return event
