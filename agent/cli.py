@@ -10,9 +10,12 @@ from pathlib import Path
 from agent import __version__
 from agent.backends import BACKEND_NAMES, BackendError
 from agent.bundle import BundleError, load_bundle
+from agent.config import ConfigError
 from agent.features import FeatureError
+from agent.models import ModelLoadError
 from agent.recording import RecordingError
 from agent.scoring import ScoringError, open_scorer
+from agent.sources.base import SourceError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -28,7 +31,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="per-window scores CSV")
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     p.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    p = sub.add_parser("run", help="run the agent daemon (systemd: Type=notify)")
+    p.add_argument("--config", required=True, type=Path, help="agent.toml")
+    p.add_argument("--check", action="store_true", help="validate the config and exit")
     return ap
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from agent.config import check_environment, load_config
+    from agent.daemon import Agent
+
+    config = load_config(args.config)
+    check_environment(config)
+    logging.basicConfig(
+        level=config.agent.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.check:
+        print(f"{args.config}: OK ({len(config.robots)} robot(s))")
+        return 0
+    agent = Agent(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.request_stop())
+    try:
+        agent.start()
+        agent.run()
+    finally:
+        agent.stop()
+    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -47,7 +80,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"score": cmd_score}
+COMMANDS = {"score": cmd_score, "run": cmd_run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (RecordingError, FeatureError) as err:
         print(f"rapp-agent {args.command}: bad input: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, ModelLoadError, SourceError) as err:
+        # Configuration problems exit 2; the unit's RestartPreventExitStatus=2 keeps
+        # systemd from restarting into the same error.
+        print(f"rapp-agent {args.command}: configuration error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except (BundleError, BackendError, ScoringError) as err:
         print(f"rapp-agent {args.command}: {err}", file=sys.stderr)

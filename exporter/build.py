@@ -266,7 +266,8 @@ def build_bundle(
         }
         calibration = {name: _stats(held[name]) for name in SCORE_NAMES}
         arrays[f"{cand.id}.nap_mu"] = nap.mu
-        arrays[f"{cand.id}.nap_w"] = nap.projection
+        # float32 halves the bundle; the GEMM still runs in float64 on the device.
+        arrays[f"{cand.id}.nap_w"] = nap.projection.astype(np.float32)
         arrays[f"{cand.id}.nap_s"] = nap.singular_values
         artifacts.append(
             {

@@ -1,0 +1,99 @@
+"""Load a robot's bundles, check them against its input, and warm them up (canary)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from agent.bundle import Bundle, BundleError, TrustPolicy, load_bundle
+from agent.config import AgentConfig, ConfigError, resolve
+from agent.scoring import Scorer, ScoringError, open_scorer
+
+log = logging.getLogger(__name__)
+DEFAULT_BUNDLE = "default"
+
+
+class ModelLoadError(RuntimeError):
+    """A configured bundle that cannot serve: invalid, untrusted, incompatible, failed canary."""
+
+
+def default_bundle_path() -> Path:
+    """The shipped simulator-trained bundle (agent/data/default.rapp)."""
+    return Path(str(resources.files("agent") / "data" / "default.rapp"))
+
+
+def trust_policy(config: AgentConfig) -> TrustPolicy:
+    keys = []
+    for i, entry in enumerate(config.trust.keys):
+        text = entry
+        path = resolve(config, entry)
+        if path.is_file():
+            text = path.read_text().strip()
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise ConfigError(
+                f"trust.keys[{i}] = {entry!r}: not a base64 Ed25519 public key or a file "
+                "holding one; use the .pub file written by `rapp-export keygen`"
+            ) from err
+        if len(raw) != 32:
+            raise ConfigError(f"trust.keys[{i}]: decodes to {len(raw)} bytes; Ed25519 keys are 32")
+        keys.append(raw)
+    return TrustPolicy(trusted_keys=tuple(keys), allow_unsigned=config.trust.allow_unsigned)
+
+
+def bundle_path(config: AgentConfig, entry: str) -> Path:
+    return default_bundle_path() if entry == DEFAULT_BUNDLE else resolve(config, entry)
+
+
+def column_selection(source_channels: Sequence[str], bundle: Bundle) -> np.ndarray:
+    """Indices of the bundle's channels in the source's column order."""
+    wanted = bundle.manifest.input.channels
+    missing = [c for c in wanted if c not in source_channels]
+    if missing:
+        raise ModelLoadError(
+            f"bundle {bundle.bundle_id!r} needs channels {missing} that the source does not "
+            f"deliver ({', '.join(source_channels)}); use a bundle trained on this channel map"
+        )
+    return np.array([list(source_channels).index(c) for c in wanted], dtype=np.int64)
+
+
+def load_robot_scorers(
+    config: AgentConfig,
+    entries: Sequence[str],
+    policy: TrustPolicy,
+    source_rate_hz: float | None,
+) -> list[Scorer]:
+    scorers = []
+    for entry in entries:
+        path = bundle_path(config, entry)
+        try:
+            bundle = load_bundle(path, policy)
+            rate = bundle.manifest.input.sample_rate_hz
+            if source_rate_hz is not None and abs(rate - source_rate_hz) > 1e-6 * rate:
+                raise ModelLoadError(
+                    f"{path}: bundle expects {rate:g} Hz but the source samples at "
+                    f"{source_rate_hz:g} Hz; retrain for this rate or fix the channel map"
+                )
+            scorer = open_scorer(
+                bundle, config.agent.backend, config.agent.precision, config.agent.threads
+            )
+        except (BundleError, ScoringError) as err:
+            raise ModelLoadError(f"{path}: {err}") from err
+        for warning in bundle.warnings:
+            log.warning("%s: %s", path, warning)
+        log.info(
+            "loaded %s v%s (%s on %s, canary ok)",
+            bundle.bundle_id,
+            bundle.manifest.bundle_version,
+            scorer.artifact.id,
+            scorer.backend.name,
+        )
+        scorers.append(scorer)
+    return scorers

@@ -1,0 +1,213 @@
+"""Per-robot processing stage: chunks → segments → scores → alarm decisions.
+
+Pure computation, no I/O: the daemon feeds it chunks from the source queue and hands the
+returned events and telemetry to the outbox. Offline scoring and tests drive the same class.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.alarms import AlarmEvent, AlarmSettings, AlarmTracker, ModelRef, WindowInfo
+from agent.features import Segment, StreamSegmenter
+from agent.scoring import Scorer
+from agent.sources.base import SampleChunk
+
+BATCH_LIMIT = 64
+
+
+@dataclass(frozen=True)
+class ScoredWindow:
+    robot: str
+    model: ModelRef
+    program: int
+    recon: float
+    sap: float
+    nap: float
+    score: float
+    threshold: float
+    smoothed: float | None
+    contributions: dict[str, float]
+    window: WindowInfo
+    latency_s: float  # reception of the newest sample → score available
+
+
+@dataclass
+class PipelineStats:
+    chunks: int = 0
+    samples: int = 0
+    windows: int = 0
+    unrouted: int = 0  # windows of a program no bundle serves
+    non_finite: int = 0
+    events: int = 0
+
+
+@dataclass
+class PipelineResult:
+    windows: list[ScoredWindow] = field(default_factory=list)
+    events: list[AlarmEvent] = field(default_factory=list)
+
+
+@dataclass
+class _ChunkSpan:
+    first_index: int
+    last_index: int
+    seq_first: int
+    seq_last: int
+    wall_time: float
+    received: float
+
+
+class ModelRoute:
+    """One bundle of a robot with its scorer and alarm tracker."""
+
+    def __init__(self, robot: str, scorer: Scorer, settings: AlarmSettings) -> None:
+        manifest = scorer.bundle.manifest
+        self.scorer = scorer
+        self.programs = frozenset(manifest.programs)
+        self.model = ModelRef(manifest.bundle_id, manifest.bundle_version)
+        self.score_name = manifest.alarm.score
+        self.threshold = float(scorer.thresholds[self.score_name])
+        self.tracker = AlarmTracker(robot, settings)
+
+    def serves(self, program: int) -> bool:
+        return not self.programs or program in self.programs
+
+
+class RobotPipeline:
+    """Segments a robot's stream with its bundle's spec and scores every window.
+
+    All bundles of one robot must share the input spec (channels, segmentation); a window is
+    routed to the bundle serving its program id (SPEC §10's model archive), or to the bundle
+    that declares no programs.
+    """
+
+    def __init__(
+        self, robot: str, scorers: Sequence[Scorer], alarm_settings: AlarmSettings
+    ) -> None:
+        if not scorers:
+            raise ValueError(f"robot {robot!r}: no model to score with")
+        first = scorers[0].bundle
+        for other in scorers[1:]:
+            if other.bundle.manifest.input != first.manifest.input:
+                raise ValueError(
+                    f"robot {robot!r}: bundles {first.bundle_id!r} and {other.bundle.bundle_id!r}"
+                    " have different input specs; one robot's bundles must share channels and "
+                    "segmentation"
+                )
+        self.robot = robot
+        self.spec = first.manifest.input
+        self.routes = [ModelRoute(robot, s, alarm_settings) for s in scorers]
+        self.segmenter = StreamSegmenter(self.spec, first.normalization)
+        self.stats = PipelineStats()
+        self._spans: collections.deque[_ChunkSpan] = collections.deque()
+        self._position = 0
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.spec.channels
+
+    def process(self, chunk: SampleChunk) -> PipelineResult:
+        self.stats.chunks += 1
+        self.stats.samples += chunk.n
+        span = _ChunkSpan(
+            self._position,
+            self._position + chunk.n - 1,
+            chunk.seq_first,
+            chunk.seq_last,
+            chunk.wall_time,
+            chunk.received_monotonic,
+        )
+        self._spans.append(span)
+        self._position += chunk.n
+        segments = self.segmenter.push(
+            chunk.samples, chunk.cycle_start, chunk.program, gap_before=chunk.gap_before
+        )
+        result = PipelineResult()
+        for lo in range(0, len(segments), BATCH_LIMIT):
+            self._score(segments[lo : lo + BATCH_LIMIT], result)
+        self._forget_spans()
+        return result
+
+    def _route(self, program: int) -> ModelRoute | None:
+        for route in self.routes:
+            if route.programs and program in route.programs:
+                return route
+        return next((r for r in self.routes if not r.programs), None)
+
+    def _score(self, segments: list[Segment], result: PipelineResult) -> None:
+        by_route: dict[int, list[Segment]] = {}
+        for seg in segments:
+            route = self._route(seg.program)
+            if route is None:
+                self.stats.unrouted += 1
+                continue
+            by_route.setdefault(id(route), []).append(seg)
+        for route in self.routes:
+            batch = by_route.get(id(route))
+            if batch:
+                self._score_route(route, batch, result)
+
+    def _score_route(self, route: ModelRoute, batch: list[Segment], out: PipelineResult) -> None:
+        scores = route.scorer.score_segments(batch)
+        chosen = scores.get(route.score_name)
+        now = time.monotonic()
+        for i, seg in enumerate(batch):
+            window = self._window_info(seg, scores.contributions[i])
+            score = float(chosen[i])
+            if not np.isfinite(score):
+                self.stats.non_finite += 1
+            event = route.tracker.update(score, route.threshold, window, route.model)
+            self.stats.windows += 1
+            newest = self._span_of(seg.stop - 1)
+            out.windows.append(
+                ScoredWindow(
+                    robot=self.robot,
+                    model=route.model,
+                    program=seg.program,
+                    recon=float(scores.recon[i]),
+                    sap=float(scores.sap[i]),
+                    nap=float(scores.nap[i]),
+                    score=score,
+                    threshold=route.threshold,
+                    smoothed=route.tracker.smoothed,
+                    contributions=window.contributions,
+                    window=window,
+                    latency_s=now - newest.received if newest else 0.0,
+                )
+            )
+            if event is not None:
+                self.stats.events += 1
+                out.events.append(event)
+
+    def _window_info(self, seg: Segment, shares: np.ndarray) -> WindowInfo:
+        first, last = self._span_of(seg.start), self._span_of(seg.stop - 1)
+        rate = self.spec.sample_rate_hz
+        end = last.wall_time - (last.last_index - (seg.stop - 1)) / rate if last else time.time()
+        return WindowInfo(
+            start=end - (seg.stop - 1 - seg.start) / rate,
+            end=end,
+            seq_first=first.seq_first if first else 0,
+            seq_last=last.seq_last if last else 0,
+            program=str(seg.program) if seg.program >= 0 else None,
+            contributions={name: float(v) for name, v in zip(self.channels, shares, strict=True)},
+        )
+
+    def _span_of(self, index: int) -> _ChunkSpan | None:
+        for span in reversed(self._spans):
+            if span.first_index <= index <= span.last_index:
+                return span
+        return None
+
+    def _forget_spans(self) -> None:
+        # Keep chunks that a pending segment may still start in: one segment's worth, or the
+        # longest cycle, of samples back from the newest.
+        seg = self.spec.segmentation
+        keep = max(seg.length, seg.max_samples or 0, 1) * 2 + 10_000
+        while self._spans and self._spans[0].last_index < self._position - keep:
+            self._spans.popleft()
