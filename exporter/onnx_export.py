@@ -46,7 +46,7 @@ def export_pathway_onnx(model: MlpAutoencoder, feature_dim: int) -> bytes:
     try:
         with _quiet():
             torch.onnx.export(
-                PathwayModule(model),
+                PathwayModule(model).eval(),
                 (example,),
                 buffer,
                 input_names=[io_names.input],

@@ -1,57 +1,45 @@
-"""Turn decoded serial frames into sample chunks: units, cycle marks, unwrapped sequence."""
+"""Decoded frames → :class:`SampleChunk`: the firmware side's block conversion, plus what the
+agent adds (unwrapped sequence numbers, reception times, gap counters, reconnect gaps)."""
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from agent.sources.base import SampleChunk
+from firmware_config.blocks import FrameAssembler
 from firmware_config.channel_map import ChannelMap
 from firmware_config.protocol import Frame
 
-SEQ_MODULUS = 1 << 16
 
-
-class FrameAssembler:
-    """Converts frames of one robot to chunks; detects sequence gaps across u16 wraparound."""
-
+class FrameChunker:
     def __init__(self, channel_map: ChannelMap) -> None:
-        self._map = channel_map
-        self._last_seq: int | None = None
-        self._unwrapped = 0
+        self._blocks = FrameAssembler(channel_map)
+        self._seq = 0
+        self._after_reset = False
         self.frames = 0
         self.gaps = 0
         self.missing_frames = 0
 
     def reset(self) -> None:
-        """Forget the sequence after a reconnect: the next frame starts a new run."""
-        self._last_seq = None
+        """After a reconnect the stream restarts: the next chunk follows a gap."""
+        self._blocks.reset()
+        self._after_reset = self.frames > 0
 
-    def chunk(self, frame: Frame, gap_hint: bool = False) -> SampleChunk:
-        n = frame.samples.shape[0]
-        gap = gap_hint
-        if self._last_seq is None:
-            gap = gap or self.frames > 0
-            self._unwrapped += 1
-        else:
-            step = (frame.seq - self._last_seq) % SEQ_MODULUS
-            if step != 1:
-                gap = True
-                self.gaps += 1
-                self.missing_frames += max(step - 1, 0)
-            self._unwrapped += max(step, 1)
-        self._last_seq = frame.seq
+    def chunk(self, frame: Frame) -> SampleChunk:
+        block = self._blocks.convert(frame)
+        gap = block.gap_before or self._after_reset
+        self._after_reset = False
+        if gap:
+            self.gaps += 1
+            self.missing_frames += block.missing_frames
+        self._seq += 1 + block.missing_frames
         self.frames += 1
-        cycle = np.zeros(n, dtype=bool)
-        if frame.cycle_start:
-            cycle[frame.cycle_start_index] = True
         return SampleChunk(
-            samples=self._map.to_physical(frame.samples).astype(np.float32),
-            cycle_start=cycle,
-            program=np.full(n, frame.program_id, dtype=np.int64),
-            seq_first=self._unwrapped,
-            seq_last=self._unwrapped,
+            samples=block.samples,
+            cycle_start=block.cycle_start,
+            program=block.program_id,
+            seq_first=self._seq,
+            seq_last=self._seq,
             wall_time=time.time(),
             received_monotonic=time.monotonic(),
             gap_before=gap,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from agent.sources.base import ChunkQueue, SampleChunk, Source, SourceStatus
-from agent.sources.frames import FrameAssembler
+from agent.sources.frames import FrameChunker
 from firmware_config.channel_map import ChannelMap
 from firmware_config.decoder import FrameDecoder
 
@@ -35,7 +35,7 @@ class MqttSource(Source):
         self._topic = topic
         self._payload = payload
         self._subscribe = subscribe
-        self._assembler = FrameAssembler(channel_map)
+        self._assembler = FrameChunker(channel_map)
         self._decoder = FrameDecoder()
         self._bad_json = 0
         self._messages = 0

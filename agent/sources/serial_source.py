@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.sources.base import ChunkQueue, Source, SourceError, SourceStatus
-from agent.sources.frames import FrameAssembler
+from agent.sources.frames import FrameChunker
 from agent.sources.serial_reader import (
     EVENT_CONNECTED,
     SerialEvent,
@@ -21,7 +21,7 @@ class SerialSource(Source):
         self, port: str, baudrate: int, channel_map: ChannelMap, queue: ChunkQueue
     ) -> None:
         super().__init__(channel_map.names, queue)
-        self._assembler = FrameAssembler(channel_map)
+        self._assembler = FrameChunker(channel_map)
         self._last_event = ""
         try:
             self._reader = SerialFrameReader(
