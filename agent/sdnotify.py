@@ -80,7 +80,11 @@ class SdNotifier:
         data = "\n".join(assignments).encode()
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a service manager that stops reading (full receive queue)
+                # must never stall the main loop; the datagram is dropped and logged.
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto(data, self._address)
         except OSError as err:
             log.warning("sd_notify %r failed: %s", assignments, err)

@@ -62,6 +62,12 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-method", default="minmax",
                    choices=["minmax", "percentile", "entropy"])  # fmt: skip
     p.add_argument("--min-spearman", type=float, default=0.95, help="int8 fidelity floor")
+    p.add_argument(
+        "--rtol", type=float, default=None, help="NAP cut-off s_j/s_1 (default: per precision)"
+    )
+    p.add_argument(
+        "--tflite", action="store_true", help="also write TFLite artifacts (tflite-export extra)"
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -159,9 +165,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         quantize=not args.no_int8,
         calibration_method=args.calibration_method,
         min_spearman=args.min_spearman,
+        rtol=args.rtol,
         seed=args.seed,
     )
-    built = build_bundle(trained, segmented.segments, settings, log=print)
+    extra = None
+    if args.tflite:
+        from exporter.tflite_export import tflite_artifacts
+
+        extra = tflite_artifacts(int8=not args.no_int8)
+    built = build_bundle(trained, segmented.segments, settings, extra_artifacts=extra, log=print)
     write_atomic(args.out, built.data)
     print(f"wrote {args.out} ({len(built.data) / 1024:.0f} KiB)")
     for artifact in built.manifest["artifacts"]:

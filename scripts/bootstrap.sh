@@ -30,4 +30,4 @@ fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 # torch first and pinned: the CPU build; a looser spec could pull a multi-GB CUDA build.
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e "$ROOT[${RAPP_EXTRAS:-export,test,demo}]"
+"${PIP[@]}" -e "$ROOT[${RAPP_EXTRAS:-export,test,demo,litert,tflite-export}]"
