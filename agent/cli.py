@@ -11,6 +11,7 @@ from agent import __version__
 from agent.backends import BACKEND_NAMES, BackendError
 from agent.bundle import BundleError, load_bundle
 from agent.config import ConfigError
+from agent.demo import DemoError
 from agent.features import FeatureError
 from agent.models import ModelLoadError
 from agent.recording import RecordingError
@@ -34,7 +35,30 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the agent daemon (systemd: Type=notify)")
     p.add_argument("--config", required=True, type=Path, help="agent.toml")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p = sub.add_parser("demo", help="simulator → serial pty → agent → alarms, live")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--fault", default="friction:J2", help="KIND:AXIS[:onset=S…], mid-run")
+    p.add_argument("--mqtt", help="HOST:PORT of a broker (default: start mosquitto if installed)")
+    p.add_argument("--no-broker", action="store_true", help="do not start a local mosquitto")
+    p.add_argument("--out", type=Path, default=Path("rapp-demo.png"), help="plot file")
+    p.add_argument("--seed", type=int, default=7)
     return ap
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    from agent.demo import run_demo
+
+    logging.basicConfig(level="ERROR")
+    return run_demo(
+        duration=args.duration,
+        fault=args.fault,
+        mqtt=args.mqtt,
+        use_broker=not args.no_broker,
+        out=args.out,
+        seed=args.seed,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -80,7 +104,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"score": cmd_score, "run": cmd_run}
+COMMANDS = {"score": cmd_score, "run": cmd_run, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # systemd from restarting into the same error.
         print(f"rapp-agent {args.command}: configuration error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except (BundleError, BackendError, ScoringError) as err:
+    except (BundleError, BackendError, ScoringError, DemoError) as err:
         print(f"rapp-agent {args.command}: {err}", file=sys.stderr)
         return EXIT_FAILED
 
