@@ -405,7 +405,7 @@ def resolve(config: AgentConfig, value: str) -> Path:
     return Path(config.source_path).parent / path
 
 
-def check_environment(config: AgentConfig, default_bundle: Path | None = None) -> None:
+def check_environment(config: AgentConfig) -> None:
     """The checks that need the machine: files exist and are readable, ports can be opened."""
 
     def readable(key: str, value: str) -> None:
@@ -426,7 +426,7 @@ def check_environment(config: AgentConfig, default_bundle: Path | None = None) -
                     readable(f"mqtt.tls.{key}", str(value))
     for i, robot in enumerate(config.robots):
         for j, bundle in enumerate(robot.bundles):
-            if bundle == "default" and default_bundle is not None:
+            if bundle == "default":  # shipped with the package; checked when loaded
                 continue
             readable(f"robots[{i}].bundles[{j}]", bundle)
         src = robot.source

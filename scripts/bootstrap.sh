@@ -28,6 +28,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-# torch first and pinned: the CPU build; a looser spec could pull a multi-GB CUDA build.
-"${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e "$ROOT[${RAPP_EXTRAS:-export,test,demo,litert,tflite-export}]"
+EXTRAS="${RAPP_EXTRAS:-export,test,demo,litert,tflite-export}"
+if [[ ",$EXTRAS," == *",export,"* || ",$EXTRAS," == *"tflite-export"* ]]; then
+  # torch first and pinned: the CPU build; a looser spec could pull a multi-GB CUDA build.
+  "${PIP[@]}" "torch==2.13.0"
+fi
+"${PIP[@]}" -e "$ROOT[$EXTRAS]"
