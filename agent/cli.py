@@ -95,11 +95,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     scorer = open_scorer(bundle, args.backend, args.precision)
     result = score_recording(scorer, args.input)
     write_scores(args.out, result)
-    alarms = sum(int(r["alarm"]) for r in result.rows)
+    above = sum(int(r["above"]) for r in result.rows)
     print(
         f"{len(result.rows)} windows scored with {scorer.artifact.id} on {scorer.backend.name}; "
-        f"{alarms} above the {bundle.manifest.alarm.score} threshold; skipped {result.skipped}; "
-        f"wrote {args.out}"
+        f"{above} above the {bundle.manifest.alarm.score} threshold, {result.alarms_raised} "
+        f"alarm(s) raised; skipped {result.skipped}; wrote {args.out}"
     )
     return 0
 

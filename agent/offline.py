@@ -1,30 +1,29 @@
 """`rapp-agent score`: score a recorded file through the live code path.
 
-The recording is fed in frame-sized chunks through the same :class:`StreamSegmenter` and
-:class:`Scorer` the daemon uses, so offline results are what the device would have said.
+The recording is cut into frame-sized chunks exactly as the replay source does and fed to
+the daemon's :class:`RobotPipeline` (streaming segmenter → scorer → alarm state machine), so
+offline scores and alarm states are what the device would have produced.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from agent.alarms import AlarmSettings
 from agent.atomic import write_atomic
-from agent.features import Segment, StreamSegmenter, iter_chunks
+from agent.pipeline import RobotPipeline, ScoredWindow
 from agent.recording import Recording, read_recording
 from agent.scoring import Scorer
-
-CHUNK_SAMPLES = 10  # one serial frame's worth at the default map; the live granularity
-BATCH = 64
+from agent.sources.base import ChunkQueue
+from agent.sources.replay_source import ReplaySource
 
 COLUMNS = (
     "window", "start", "stop", "time_start_s", "time_end_s", "program",
-    "recon", "sap", "nap", "score", "threshold", "alarm", "top_channel", "label",
+    "recon", "sap", "nap", "score", "threshold", "above", "smoothed", "alarm",
+    "top_channel", "label",
 )  # fmt: skip
 
 
@@ -32,63 +31,56 @@ COLUMNS = (
 class ScoredRecording:
     rows: list[dict[str, object]]
     skipped: dict[str, int]
+    alarms_raised: int
 
 
-def score_recording(scorer: Scorer, path: Path) -> ScoredRecording:
+def score_recording(scorer: Scorer, path: Path, robot: str = "offline") -> ScoredRecording:
     manifest = scorer.bundle.manifest
-    recording = read_recording(path, manifest.input.channels)
-    score_name = manifest.alarm.score
-    threshold = scorer.thresholds[score_name]
-    channels = manifest.input.channels
+    spec = manifest.input
+    recording = read_recording(path, spec.channels)
+    defaults = manifest.alarm
+    pipeline = RobotPipeline(
+        robot,
+        [scorer],
+        AlarmSettings(
+            alpha=defaults.ewma_alpha,
+            k=defaults.debounce_k,
+            n=defaults.debounce_n,
+            clear_ratio=defaults.clear_ratio,
+        ),
+    )
+    source = ReplaySource.from_recording(recording, spec.sample_rate_hz, ChunkQueue(1))
     rows: list[dict[str, object]] = []
-    segmenter_stats: dict[str, int] = {}
-    rate = manifest.input.sample_rate_hz
-    for batch in _batches(scorer, recording, segmenter_stats):
-        scores = scorer.score_segments(batch)
-        chosen = scores.get(score_name)
-        top = np.argmax(scores.contributions, axis=1)
-        for i, seg in enumerate(batch):
-            rows.append(
-                {
-                    "window": len(rows),
-                    "start": seg.start,
-                    "stop": seg.stop,
-                    "time_start_s": _time(recording, seg.start, rate),
-                    "time_end_s": _time(recording, seg.stop - 1, rate),
-                    "program": seg.program,
-                    "recon": float(scores.recon[i]),
-                    "sap": float(scores.sap[i]),
-                    "nap": float(scores.nap[i]),
-                    "score": float(chosen[i]),
-                    "threshold": threshold,
-                    "alarm": int(chosen[i] >= threshold),
-                    "top_channel": channels[int(top[i])],
-                    "label": _label(recording, seg),
-                }
-            )
-    return ScoredRecording(rows=rows, skipped=segmenter_stats)
+    raised = 0
+    while (chunk := source.next_chunk()) is not None:
+        result = pipeline.process(chunk)
+        raised += sum(1 for e in result.events if e.kind == "raise")
+        rows += [_row(len(rows) + i, w, recording, spec) for i, w in enumerate(result.windows)]
+    skipped = {**vars(pipeline.segmenter.stats), "unrouted": pipeline.stats.unrouted}
+    return ScoredRecording(rows=rows, skipped=skipped, alarms_raised=raised)
 
 
-def _batches(
-    scorer: Scorer, recording: Recording, stats_out: dict[str, int]
-) -> Iterator[list[Segment]]:
-    manifest = scorer.bundle.manifest
-    segmenter = StreamSegmenter(manifest.input, scorer.bundle.normalization)
-    pending: list[Segment] = []
-    gaps = recording.gap_before
-    for part in iter_chunks(recording.n_samples, CHUNK_SAMPLES):
-        pending += segmenter.push(
-            recording.samples[part],
-            None if recording.cycle_start is None else recording.cycle_start[part],
-            None if recording.program_id is None else recording.program_id[part],
-            gap_before=bool(gaps is not None and gaps[part].any()),
-        )
-        if len(pending) >= BATCH:
-            yield pending
-            pending = []
-    if pending:
-        yield pending
-    stats_out.update(vars(segmenter.stats))
+def _row(index: int, w: ScoredWindow, recording: Recording, spec) -> dict[str, object]:
+    rate = spec.sample_rate_hz
+    top = max(w.contributions, key=w.contributions.__getitem__)
+    return {
+        "window": index,
+        "start": w.start,
+        "stop": w.stop,
+        "time_start_s": _time(recording, w.start, rate),
+        "time_end_s": _time(recording, w.stop - 1, rate),
+        "program": w.program,
+        "recon": w.recon,
+        "sap": w.sap,
+        "nap": w.nap,
+        "score": w.score,
+        "threshold": w.threshold,
+        "above": int(w.score >= w.threshold),
+        "smoothed": w.smoothed,
+        "alarm": int(w.alarm_active),
+        "top_channel": top,
+        "label": _label(recording, w.start, w.stop),
+    }
 
 
 def _time(recording: Recording, index: int, sample_rate_hz: float) -> float:
@@ -97,10 +89,10 @@ def _time(recording: Recording, index: int, sample_rate_hz: float) -> float:
     return index / sample_rate_hz
 
 
-def _label(recording: Recording, seg: Segment) -> str:
+def _label(recording: Recording, start: int, stop: int) -> str:
     if recording.labels is None:
         return ""
-    window = recording.labels[seg.start : seg.stop]
+    window = recording.labels[start:stop]
     faulted = window[window != ""]
     return str(faulted[-1]) if faulted.size else ""
 

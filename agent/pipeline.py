@@ -35,6 +35,9 @@ class ScoredWindow:
     contributions: dict[str, float]
     window: WindowInfo
     latency_s: float  # reception of the newest sample → score available
+    start: int  # index of the window's first sample in the robot's stream
+    stop: int  # one past its last sample
+    alarm_active: bool  # the alarm state after this window
 
 
 @dataclass
@@ -179,6 +182,9 @@ class RobotPipeline:
                     contributions=window.contributions,
                     window=window,
                     latency_s=now - newest.received if newest else 0.0,
+                    start=seg.start,
+                    stop=seg.stop,
+                    alarm_active=route.tracker.active is not None,
                 )
             )
             if event is not None:

@@ -28,13 +28,28 @@ class ReplaySource(PacedSource):
         loop: bool = False,
     ) -> None:
         try:
-            self._rec: Recording = read_recording(path, channels)
+            recording = read_recording(path, channels)
         except RecordingError as err:
             raise SourceError(f"replay source: {err}") from err
-        super().__init__(channels, queue, sample_rate_hz, speed)
+        self._init(recording, sample_rate_hz, queue, speed, loop)
+
+    def _init(
+        self, recording: Recording, rate: float, queue: ChunkQueue, speed: float, loop: bool
+    ) -> None:
+        super().__init__(recording.channels, queue, rate, speed)
+        self._rec = recording
         self._loop = loop
         self._pos = 0
         self._seq = 0
+
+    @classmethod
+    def from_recording(
+        cls, recording: Recording, sample_rate_hz: float, queue: ChunkQueue
+    ) -> ReplaySource:
+        """A replay of an already-read recording (offline scoring pulls chunks directly)."""
+        source = cls.__new__(cls)
+        source._init(recording, sample_rate_hz, queue, 0.0, False)
+        return source
 
     def next_chunk(self) -> SampleChunk | None:
         rec = self._rec

@@ -67,10 +67,12 @@ def test_score_csv_columns_and_alarm_flags(bundle_path, recordings, tmp_path):
     rows = read_scores(out)
     assert list(rows[0]) == [
         "window", "start", "stop", "time_start_s", "time_end_s", "program", "recon", "sap",
-        "nap", "score", "threshold", "alarm", "top_channel", "label",
+        "nap", "score", "threshold", "above", "smoothed", "alarm", "top_channel", "label",
     ]  # fmt: skip
     for row in rows:
-        assert int(row["alarm"]) == int(float(row["score"]) >= float(row["threshold"]))
+        assert int(row["above"]) == int(float(row["score"]) >= float(row["threshold"]))
+    normal = [r for r in rows if not r["label"]]
+    assert sum(r["alarm"] == "1" for r in normal) <= 0.02 * len(normal)
     faulted = [r for r in rows if r["label"] and r["alarm"] == "1"]
     assert faulted, "faulted windows must raise the alarm flag"
     # The fault scales J2; attribution should name it for most alarmed faulted windows.
