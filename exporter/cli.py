@@ -86,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_build(sub)
     _add_evaluate(sub)
+    from exporter.sim_report import add_sim_report_parser
+
+    add_sim_report_parser(sub)
     return ap
 
 
@@ -192,7 +195,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return run_evaluation(args.data, args.task, args.out, args.seeds, args.quick)
 
 
-COMMANDS = {"train": cmd_train, "build": cmd_build, "evaluate": cmd_evaluate}
+def cmd_sim_report(args: argparse.Namespace) -> int:
+    from exporter.sim_report import main_sim_report
+
+    return main_sim_report(args)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "build": cmd_build,
+    "evaluate": cmd_evaluate,
+    "sim-report": cmd_sim_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,221 @@
+"""CNC mill loader, task labels and experiment-wise split, on a generated CNC-like folder.
+
+The real recordings are not in a user's clone (SPEC §12), so every test here writes a tiny
+folder with the real layout: ``experiments.csv`` plus ``experiment_NN.csv`` whose first
+column is an unnamed row index and whose phase label is spelled both ``End`` and ``end``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporter.cnc import (
+    ALL_NUMERIC,
+    PHASE_COLUMN,
+    CncDataError,
+    ExperimentSplit,
+    check_experiment_wise,
+    experiment_folds,
+    is_machining,
+    load_experiments,
+    read_experiment,
+    read_experiments,
+    require_data_dir,
+    task_labels,
+)
+
+MI_F_NOVEL = {4, 5, 7, 16}
+MI_V_NOVEL = {6, 8, 9, 10}
+PHASES = ("Prep", "Starting", "Layer 1 Up", "Layer 1 Down", "Layer 2 Up", "Repositioning")
+
+
+def _experiments_csv(root: Path) -> None:
+    """The paper's outcome flags per experiment; the process settings are made up."""
+    lines = ["No,material,feedrate,clamp_pressure,tool_condition,machining_finalized,"
+             "passed_visual_inspection"]  # fmt: skip
+    for n in range(1, 19):
+        finalized = n not in MI_F_NOVEL
+        passed = "" if not finalized else ("no" if n in MI_V_NOVEL else "yes")
+        tool = "worn" if n % 2 == 0 else "unworn"
+        lines.append(
+            f"{n},aluminum,{3 + n % 4},{3 + n % 2},{tool},{'yes' if finalized else 'no'},{passed}"
+        )
+    (root / "experiments.csv").write_text("\n".join(lines) + "\n")
+
+
+def _experiment_csv(root: Path, n: int, rows: int, novel: bool) -> None:
+    rng = np.random.default_rng(n)
+    t = np.arange(rows)
+    base = np.sin(2 * np.pi * t[:, None] / 25.0 + np.arange(len(ALL_NUMERIC))[None, :])
+    values = base + 0.05 * rng.normal(size=base.shape)
+    if novel:
+        values[:, ::3] += 0.8  # a shifted operating point: easy for any detector
+    cut = rows - 6
+    phases = [PHASES[min(i * len(PHASES) // cut, len(PHASES) - 1)] for i in range(cut)]
+    phases += ["End", "end", "End", "end", "end", "End"]  # both spellings, as in the data
+    header = ",".join(["", *ALL_NUMERIC, PHASE_COLUMN, "tool_condition"])
+    lines = [header]
+    for i in range(rows):
+        nums = ",".join(f"{v:.4f}" for v in values[i])
+        lines.append(f"{i},{nums},{phases[i]},unworn")
+    (root / f"experiment_{n:02d}.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def cnc_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cnc-mill-tool-wear")
+    _experiments_csv(root)
+    for n in range(1, 19):
+        _experiment_csv(root, n, rows=72 + 4 * (n % 3), novel=n in MI_F_NOVEL | MI_V_NOVEL)
+    return root
+
+
+def test_mi_f_labels(cnc_dir: Path) -> None:
+    labels = task_labels(read_experiments(cnc_dir), "mi-f")
+    assert sorted(labels) == list(range(1, 19))
+    assert {n for n, novel in labels.items() if novel} == MI_F_NOVEL
+
+
+def test_mi_v_labels_use_finalized_experiments_only(cnc_dir: Path) -> None:
+    infos = read_experiments(cnc_dir)
+    labels = task_labels(infos, "mi-v")
+    assert set(labels) == set(range(1, 19)) - MI_F_NOVEL
+    assert {n for n, novel in labels.items() if novel} == MI_V_NOVEL
+    assert all(infos[n].passed_visual_inspection is None for n in MI_F_NOVEL)
+
+
+def test_unknown_task_is_rejected(cnc_dir: Path) -> None:
+    with pytest.raises(CncDataError, match="mi-f, mi-v"):
+        task_labels(read_experiments(cnc_dir), "mi-x")
+
+
+@pytest.mark.parametrize("task", ["mi-f", "mi-v"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n_folds", [3, 5])
+def test_folds_are_experiment_wise(cnc_dir: Path, task: str, seed: int, n_folds: int) -> None:
+    labels = task_labels(read_experiments(cnc_dir), task)
+    normal = {n for n, novel in labels.items() if not novel}
+    novel = {n for n, is_novel in labels.items() if is_novel}
+    splits = experiment_folds(labels, n_folds, seed)
+    assert len(splits) == n_folds
+    tested = []
+    for split in splits:
+        sides = [split.train, split.calibration, split.test_normal, split.test_novel]
+        flat = [n for side in sides for n in side]
+        assert len(flat) == len(set(flat)), f"an experiment is on two sides: {split}"
+        assert set(flat) == normal | novel
+        assert set(split.test_novel) == novel  # novel data never trains or calibrates
+        assert not (set(split.train) | set(split.calibration)) & novel
+        assert split.train and split.calibration and split.test_normal
+        tested += split.test_normal
+    assert sorted(tested) == sorted(normal)  # each normal experiment tested once per seed
+
+
+def test_wider_calibration_stays_experiment_wise(cnc_dir: Path) -> None:
+    labels = task_labels(read_experiments(cnc_dir), "mi-v")
+    for split in experiment_folds(labels, 5, 0, calibration_groups=2):
+        check_experiment_wise(split)
+        assert len(split.calibration) == 4 and len(split.test_normal) == 2
+    with pytest.raises(CncDataError, match="n_folds"):
+        experiment_folds(labels, 3, 0, calibration_groups=2)
+
+
+def test_folds_depend_on_seed_and_are_deterministic(cnc_dir: Path) -> None:
+    labels = task_labels(read_experiments(cnc_dir), "mi-f")
+    assert experiment_folds(labels, 5, 0) == experiment_folds(labels, 5, 0)
+    assert experiment_folds(labels, 5, 0) != experiment_folds(labels, 5, 1)
+
+
+def test_leaky_split_is_rejected() -> None:
+    leaky = ExperimentSplit(0, 0, train=(1, 2), calibration=(3,), test_normal=(2,), test_novel=(4,))
+    with pytest.raises(CncDataError, match="experiment 2 is on both the train and test_normal"):
+        check_experiment_wise(leaky)
+
+
+def test_end_and_end_are_one_phase(cnc_dir: Path) -> None:
+    info = read_experiments(cnc_dir)[1]
+    exp = read_experiment(cnc_dir, info, ("X1_CurrentFeedback",))
+    assert "end" not in set(exp.phase)
+    assert int((exp.phase == "End").sum()) == 6
+    machining = is_machining(exp.phase)
+    assert not machining[exp.phase == "End"].any()
+    assert machining[np.char.startswith(exp.phase, "Layer")].all()
+    assert not machining[np.isin(exp.phase, ["Prep", "Starting", "Repositioning"])].any()
+
+
+def test_index_column_is_not_a_channel(cnc_dir: Path) -> None:
+    exp = load_experiments(cnc_dir, [3], "all")[3]
+    assert exp.channels == ALL_NUMERIC
+    assert exp.samples.shape == (72, len(ALL_NUMERIC))
+    assert exp.samples.dtype == np.float32
+    first = (cnc_dir / "experiment_03.csv").read_text().splitlines()[1].split(",")
+    np.testing.assert_allclose(exp.samples[0], np.array(first[1:-2], dtype=np.float32))
+
+
+def test_named_column_sets(cnc_dir: Path) -> None:
+    exp = load_experiments(cnc_dir, [1], "currents")[1]
+    assert exp.channels == ("X1_CurrentFeedback", "Y1_CurrentFeedback", "S1_CurrentFeedback")
+    with pytest.raises(CncDataError, match="column set 'nope'"):
+        load_experiments(cnc_dir, [1], "nope")
+
+
+def test_missing_folder_names_path_and_fix(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(CncDataError) as err:
+        require_data_dir(missing)
+    message = str(err.value)
+    assert str(missing) in message
+    assert "--data" in message and "cnc-mill-tool-wear" in message
+
+
+def test_folder_without_experiments_csv(tmp_path: Path) -> None:
+    with pytest.raises(CncDataError, match=r"experiments\.csv is missing"):
+        read_experiments(tmp_path)
+
+
+def test_missing_experiment_file_names_it(cnc_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "experiments.csv").write_text((cnc_dir / "experiments.csv").read_text())
+    with pytest.raises(CncDataError, match=r"experiment_01\.csv: file is missing"):
+        load_experiments(tmp_path, [1], "currents")
+
+
+def test_evaluate_cli_reports_missing_folder(tmp_path: Path, capsys) -> None:
+    from exporter.cli import EXIT_FAILED, main
+
+    code = main(["evaluate", "--data", str(tmp_path / "absent"), "--quick"])
+    assert code == EXIT_FAILED
+    assert str(tmp_path / "absent") in capsys.readouterr().err
+
+
+def test_quick_evaluation_end_to_end(cnc_dir: Path, tmp_path: Path) -> None:
+    """Train, build, load and score through the product path (MI-V only: each fold builds a
+    real fp32 + int8 bundle, and the loader tests above already cover MI-F's labels)."""
+    from exporter.evaluate import run_evaluation
+
+    out = tmp_path / "results" / "cnc_quality.json"
+    code = run_evaluation(cnc_dir, "mi-v", out, seeds=3, quick=True, log=lambda _msg: None)
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["quick"] and results["seeds"] == 1
+    result = results["tasks"]["mi-v"]
+    assert set(result["novel"]) == MI_V_NOVEL
+    assert set(result["normal"]) == set(range(1, 19)) - MI_F_NOVEL - MI_V_NOVEL
+    for fold in result["folds"]:
+        split = fold["split"]
+        sides = [split[k] for k in ("train", "calibration", "test_normal", "test_novel")]
+        flat = [n for side in sides for n in side]
+        assert len(flat) == len(set(flat))
+        assert set(split["test_novel"]) == MI_V_NOVEL
+        for precision in ("fp32", "int8"):
+            for level in ("window", "experiment"):
+                for value in fold["metrics"][precision][level].values():
+                    assert 0.0 <= value <= 1.0
+    nap = result["summary"]["window"]["fp32"]["nap"]
+    assert nap["n"] == results["config"]["n_folds"]
+    assert nap["mean"] > 0.5  # the synthetic novel experiments are shifted: easy to detect
+    markdown = out.with_suffix(".md").read_text()
+    assert "| MI-V | NAP |" in markdown and "| MI-V | Recon |" in markdown

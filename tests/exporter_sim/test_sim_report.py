@@ -1,0 +1,116 @@
+"""`rapp-export sim-report` on the shipped default bundle (issue #3's last acceptance point).
+
+One quick report (≈ 10 s) is shared by the module. Besides the report's shape, it checks
+NAP AUROC floors for the faults that are clearly visible by construction, with the evidence
+behind each floor (quick mode, report seeds 0–3, default bundle of
+scripts/build_default_bundle.sh):
+
+- collision, payload, sensor: NAP AUROC 1.000 in every run, fp32 and int8 — an impulse of
+  0.8× rated current, a lost workpiece (−3 kg on the gravity-loaded axes) and a stuck channel
+  put faulted cycles 10²–10³× above the threshold. Floor 0.95: a miss here is a broken model.
+- ripple and friction: 0.962–1.000 — smaller, developing faults (friction ramps up over
+  30 s and its first cycles count as faulted). Floor 0.90.
+- backlash: no floor. Its kick lasts ~30 ms, between the grid points of a cycle resampled
+  to 64 samples; the default model does not see it (AUROC ≈ 0.5, see the report notes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.models import default_bundle_path
+from exporter.sim_report import (
+    EXIT_OK,
+    EXIT_USAGE,
+    FAULT_CASES,
+    add_sim_report_parser,
+    main_sim_report,
+)
+from firmware_config.simulator import FAULT_KINDS
+
+NAP_FLOORS = {"collision": 0.95, "payload": 0.95, "sensor": 0.95, "ripple": 0.90, "friction": 0.90}
+PLOTS = [f"currents_{kind}.png" for kind in FAULT_KINDS] + ["score_traces.png"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse through the subcommand parser the lead wires into `rapp-export`."""
+    parser = argparse.ArgumentParser(prog="rapp-export")
+    add_sim_report_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["sim-report", *argv])
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bundle = default_bundle_path()
+    assert bundle.is_file(), f"{bundle} is missing; run scripts/build_default_bundle.sh"
+    out = tmp_path_factory.mktemp("sim_report")
+    code = main_sim_report(_parse(["--bundle", str(bundle), "--out", str(out), "--quick"]))
+    assert code == EXIT_OK
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(report_dir: Path) -> dict:
+    return json.loads((report_dir / "report.json").read_text())
+
+
+def _auroc_table(markdown: str) -> list[list[str]]:
+    """Data rows of the AUROC table (the first table after its heading)."""
+    section = markdown.split("## AUROC", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header, rule, *data = rows
+    assert "NAP" in header and set(rule.replace("|", "")) == {"-"}
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in data]
+
+
+def test_markdown_table_has_one_row_per_fault_with_aurocs_in_unit_interval(
+    report_dir: Path,
+) -> None:
+    rows = _auroc_table((report_dir / "report.md").read_text())
+    assert [row[0] for row in rows] == list(FAULT_KINDS)
+    for row in rows:
+        values = [float(cell) for cell in row[3:]]
+        assert len(values) == 6, f"{row[0]}: expected Recon/SAP/NAP × fp32/int8, got {row}"
+        assert all(0.0 <= v <= 1.0 for v in values), row
+
+
+def test_json_has_every_fault_and_precision(report: dict) -> None:
+    assert report["precisions"] == ["fp32", "int8"]
+    assert [f["kind"] for f in report["faults"]] == [c.kind for c in FAULT_CASES]
+    for fault in report["faults"]:
+        for precision, result in fault["results"].items():
+            for name in ("auroc_recon", "auroc_sap", "auroc_nap", "attribution_hit"):
+                assert 0.0 <= result[name] <= 1.0, (fault["kind"], precision, name)
+            assert result["n_faulted"] > 0 and result["n_normal"] > 0
+
+
+def test_plots_exist_and_are_png(report_dir: Path, report: dict) -> None:
+    assert sorted(report["plots"]) == sorted(PLOTS)
+    for name in PLOTS:
+        data = (report_dir / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
+
+
+@pytest.mark.parametrize("kind", sorted(NAP_FLOORS))
+def test_clearly_visible_faults_exceed_their_nap_floor(report: dict, kind: str) -> None:
+    fault = next(f for f in report["faults"] if f["kind"] == kind)
+    for precision, result in fault["results"].items():
+        assert result["auroc_nap"] >= NAP_FLOORS[kind], (kind, precision, result)
+
+
+def test_no_alarm_on_normal_runs_with_nuisances(report: dict) -> None:
+    """Cold start and warm joints: EWMA + debounce must not raise on normal cycles."""
+    for run, per_precision in report["normal"].items():
+        for precision, result in per_precision.items():
+            assert result["alarms_raised"] == 0, (run, precision, result)
+
+
+def test_missing_bundle_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = _parse(["--bundle", str(tmp_path / "nope.rapp"), "--out", str(tmp_path / "out")])
+    assert main_sim_report(args) == EXIT_USAGE
+    assert "nope.rapp" in capsys.readouterr().err
