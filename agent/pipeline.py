@@ -19,6 +19,7 @@ from agent.scoring import Scorer
 from agent.sources.base import SampleChunk
 
 BATCH_LIMIT = 64
+RECENT_NORMAL_LIMIT = 256  # segments kept for OTA's "score recent normal data" gate
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,12 @@ class RobotPipeline:
         self.routes = [ModelRoute(robot, s, alarm_settings) for s in scorers]
         self.segmenter = StreamSegmenter(self.spec, first.normalization)
         self.stats = PipelineStats()
+        self.alarm_settings = alarm_settings
+        # Segments scored below threshold while no alarm was active: the only data an OTA
+        # candidate may be checked against, and never one that raised an alarm.
+        self.recent_normal: collections.deque[Segment] = collections.deque(
+            maxlen=RECENT_NORMAL_LIMIT
+        )
         self._spans: collections.deque[_ChunkSpan] = collections.deque()
         self._position = 0
 
@@ -136,6 +143,41 @@ class RobotPipeline:
             self._score(segments[lo : lo + BATCH_LIMIT], result)
         self._forget_spans()
         return result
+
+    def install(self, scorer: Scorer) -> ModelRoute | None:
+        """Serve ``scorer``: replace the route of the same bundle id, or add a new one.
+
+        Returns the replaced route (to roll back to), None when the bundle is new (a new
+        program joins the archive; other routes are untouched). Call from the thread that
+        calls :meth:`process`.
+        """
+        if scorer.bundle.manifest.input != self.spec:
+            raise ValueError(
+                f"robot {self.robot!r}: bundle {scorer.bundle.bundle_id!r} has a different "
+                "input spec from the robot's other bundles"
+            )
+        route = ModelRoute(self.robot, scorer, self.alarm_settings)
+        for i, old in enumerate(self.routes):
+            if old.model.bundle_id == route.model.bundle_id:
+                self.routes[i] = route
+                return old
+        self.routes.append(route)
+        return None
+
+    def restore(self, route: ModelRoute) -> None:
+        """Put back a route returned by :meth:`install` (rollback)."""
+        for i, current in enumerate(self.routes):
+            if current.model.bundle_id == route.model.bundle_id:
+                self.routes[i] = route
+                return
+        self.routes.append(route)
+
+    def remove(self, bundle_id: str) -> ModelRoute | None:
+        """Stop serving ``bundle_id`` (rollback of a bundle that was new)."""
+        for i, current in enumerate(self.routes):
+            if current.model.bundle_id == bundle_id:
+                return self.routes.pop(i)
+        return None
 
     def _route(self, program: int) -> ModelRoute | None:
         for route in self.routes:
@@ -167,6 +209,8 @@ class RobotPipeline:
                 self.stats.non_finite += 1
             event = route.tracker.update(score, route.threshold, window, route.model)
             self.stats.windows += 1
+            if np.isfinite(score) and score < route.threshold and route.tracker.active is None:
+                self.recent_normal.append(seg)
             newest = self._span_of(seg.stop - 1)
             out.windows.append(
                 ScoredWindow(
