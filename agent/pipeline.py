@@ -7,6 +7,7 @@ returned events and telemetry to the outbox. Offline scoring and tests drive the
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.alarms import AlarmEvent, AlarmSettings, AlarmTracker, ModelRef, WindowInfo
-from agent.features import Segment, StreamSegmenter
+from agent.features import Normalization, Segment, StreamSegmenter
 from agent.scoring import Scorer
 from agent.sources.base import SampleChunk
 
@@ -75,6 +76,7 @@ class ModelRoute:
         self.scorer = scorer
         self.programs = frozenset(manifest.programs)
         self.model = ModelRef(manifest.bundle_id, manifest.bundle_version)
+        self.normalization = scorer.bundle.normalization
         self.score_name = manifest.alarm.score
         self.threshold = float(scorer.thresholds[self.score_name])
         self.tracker = AlarmTracker(robot, settings)
@@ -107,11 +109,19 @@ class RobotPipeline:
         self.robot = robot
         self.spec = first.manifest.input
         self.routes = [ModelRoute(robot, s, alarm_settings) for s in scorers]
-        self.segmenter = StreamSegmenter(self.spec, first.normalization)
+        # Segments stay in physical units; each route normalizes with its own bundle's
+        # statistics, so a retrained bundle can replace or join the others over the air.
+        # (Per-channel affine normalization commutes with the cycle resampling.)
+        identity = Normalization(
+            mean=np.zeros(self.spec.n_channels, dtype=np.float32),
+            std=np.ones(self.spec.n_channels, dtype=np.float32),
+        )
+        self.segmenter = StreamSegmenter(self.spec, identity)
         self.stats = PipelineStats()
         self.alarm_settings = alarm_settings
-        # Segments scored below threshold while no alarm was active: the only data an OTA
-        # candidate may be checked against, and never one that raised an alarm.
+        # Raw segments scored below threshold while no alarm was active, and segments of
+        # programs no bundle serves yet: the data an OTA candidate is checked against before
+        # it may serve (never a window that raised an alarm).
         self.recent_normal: collections.deque[Segment] = collections.deque(
             maxlen=RECENT_NORMAL_LIMIT
         )
@@ -191,6 +201,7 @@ class RobotPipeline:
             route = self._route(seg.program)
             if route is None:
                 self.stats.unrouted += 1
+                self.recent_normal.append(seg)
                 continue
             by_route.setdefault(id(route), []).append(seg)
         for route in self.routes:
@@ -199,7 +210,9 @@ class RobotPipeline:
                 self._score_route(route, batch, result)
 
     def _score_route(self, route: ModelRoute, batch: list[Segment], out: PipelineResult) -> None:
-        scores = route.scorer.score_segments(batch)
+        scores = route.scorer.score_segments(
+            [dataclasses.replace(s, samples=route.normalization.apply(s.samples)) for s in batch]
+        )
         chosen = scores.get(route.score_name)
         now = time.monotonic()
         for i, seg in enumerate(batch):
