@@ -14,6 +14,7 @@ from agent.config import ConfigError
 from agent.demo import DemoError
 from agent.features import FeatureError
 from agent.models import ModelLoadError
+from agent.ota.errors import OtaError
 from agent.recording import RecordingError
 from agent.scoring import ScoringError, open_scorer
 from agent.sources.base import SourceError
@@ -35,6 +36,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the agent daemon (systemd: Type=notify)")
     p.add_argument("--config", required=True, type=Path, help="agent.toml")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p = sub.add_parser("models", help="list installed (over-the-air) bundles per robot")
+    p.add_argument("--config", required=True, type=Path, help="agent.toml")
+    p = sub.add_parser("rollback", help="go back to the previous bundle (restart to apply)")
+    p.add_argument("--config", required=True, type=Path, help="agent.toml")
+    p.add_argument("--robot", help="robot id (default: the only robot with installed bundles)")
+    p.add_argument("--bundle-id", help="bundle id (default: the robot's only installed one)")
     p = sub.add_parser("demo", help="simulator → serial pty → agent → alarms, live")
     p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--fault", default="friction:J2", help="KIND:AXIS[:onset=S…], mid-run")
@@ -104,7 +111,29 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"score": cmd_score, "run": cmd_run, "demo": cmd_demo}
+def cmd_models(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.ota.admin import list_models
+
+    print(list_models(load_config(args.config)))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.ota.admin import rollback
+
+    print(rollback(load_config(args.config), args.robot, args.bundle_id))
+    return 0
+
+
+COMMANDS = {
+    "score": cmd_score,
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "models": cmd_models,
+    "rollback": cmd_rollback,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # systemd from restarting into the same error.
         print(f"rapp-agent {args.command}: configuration error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except (BundleError, BackendError, ScoringError, DemoError) as err:
+    except (BundleError, BackendError, ScoringError, DemoError, OtaError) as err:
         print(f"rapp-agent {args.command}: {err}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -64,6 +64,18 @@ class AlarmOverrides:
     debounce_n: int | None = None
     clear_ratio: float | None = None
     clear_windows: int | None = None
+    threshold: str = "fixed"  # or "dynamic" (Telemanom-style, agent/thresholds.py)
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """[robots.drift]: drift monitor limits and the optional capture of normal windows."""
+
+    window: int = 512
+    min_windows: int = 64
+    ks_limit: float = 0.5
+    capture_dir: str = ""  # empty: no capture
+    capture_max_windows: int = 4096
 
 
 @dataclass(frozen=True)
@@ -72,12 +84,31 @@ class RobotConfig:
     source: SourceConfig
     bundles: tuple[str, ...]
     alarm: AlarmOverrides = field(default_factory=AlarmOverrides)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
 
 @dataclass(frozen=True)
 class TrustConfig:
     keys: tuple[str, ...] = ()
     allow_unsigned: bool = False
+
+
+@dataclass(frozen=True)
+class OtaConfig:
+    """Over-the-air updates (SPEC §9; see agent/ota/). Rates are fractions of windows."""
+
+    enabled: bool = True
+    groups: tuple[str, ...] = ()
+    max_bundle_bytes: int = 64 * 1024 * 1024
+    need_interval_s: float = 2.0  # ask for missing chunks after this long without one
+    transfer_timeout_s: float = 300.0  # give up when no chunk arrived for this long
+    max_normal_alarm_rate: float = 0.05  # gate: candidate on recent normal windows
+    min_recent_windows: int = 32  # gate: wait for this many recent normal windows …
+    gate_wait_s: float = 30.0  # … at most this long, then gate on what there is
+    probation_windows: int = 200
+    probation_max_alarm_rate: float = 0.05
+    probation_max_latency_s: float = 5.0
+    probation_max_s: float = 600.0  # commit a clean probation that saw too few windows
 
 
 @dataclass(frozen=True)
@@ -98,6 +129,7 @@ class AgentConfig:
     trust: TrustConfig
     robots: tuple[RobotConfig, ...]
     source_path: str = ""
+    ota: OtaConfig = field(default_factory=OtaConfig)
 
 
 # --- small declarative validator -------------------------------------------------------
@@ -299,6 +331,7 @@ def _parse_alarm(t: _Table | None) -> AlarmOverrides:
         debounce_n=t.get("debounce_n", int, None, check=_in_range(1, 1000)),
         clear_ratio=t.get("clear_ratio", float, None, check=_in_range(0.01, 1.0)),
         clear_windows=t.get("clear_windows", int, None, check=_in_range(1, 1000)),
+        threshold=t.get("threshold", str, "fixed", check=_one_of(("fixed", "dynamic"))),
     )
     t.done()
     if alarm.debounce_k and alarm.debounce_n and alarm.debounce_k > alarm.debounce_n:
@@ -307,6 +340,24 @@ def _parse_alarm(t: _Table | None) -> AlarmOverrides:
             f"({alarm.debounce_n}); it is 'k of the last n windows'"
         )
     return alarm
+
+
+def _parse_drift(t: _Table | None) -> DriftConfig:
+    if t is None:
+        return DriftConfig()
+    drift = DriftConfig(
+        window=t.get("window", int, 512, check=_in_range(8, 100_000)),
+        min_windows=t.get("min_windows", int, 64, check=_in_range(1, 100_000)),
+        ks_limit=t.get("ks_limit", float, 0.5, check=_in_range(0.01, 1.0)),
+        capture_dir=t.get("capture_dir", str, ""),
+        capture_max_windows=t.get("capture_max_windows", int, 4096, check=_in_range(1, 10_000_000)),
+    )
+    t.done()
+    if drift.min_windows > drift.window:
+        raise ConfigError(
+            f"{t.key('min_windows')} = {drift.min_windows}: must not exceed window ({drift.window})"
+        )
+    return drift
 
 
 def _parse_robot(t: _Table) -> RobotConfig:
@@ -330,6 +381,7 @@ def _parse_robot(t: _Table) -> RobotConfig:
         source=_parse_source(source_table),
         bundles=tuple(b for b in bundles if b),
         alarm=_parse_alarm(t.table("alarm")),
+        drift=_parse_drift(t.table("drift")),
     )
     t.done()
     if not robot.bundles:
@@ -351,6 +403,39 @@ def _parse_trust(t: _Table | None) -> TrustConfig:
     return trust
 
 
+def _parse_ota(t: _Table | None) -> OtaConfig:
+    if t is None:
+        return OtaConfig()
+    groups = _str_list(t, "groups", 'e.g. groups = ["hall3", "kr16"] (MQTT topic levels)')
+    for group in groups:
+        if _identifier(group):
+            raise ConfigError(f"{t.key('groups')}: {group!r}: {_identifier(group)}")
+    ota = OtaConfig(
+        enabled=t.get("enabled", bool, True),
+        groups=groups,
+        max_bundle_bytes=t.get(
+            "max_bundle_bytes", int, 64 * 1024 * 1024, check=_in_range(1024, 1 << 31)
+        ),
+        need_interval_s=t.get("need_interval_s", float, 2.0, check=_in_range(0.1, 600)),
+        transfer_timeout_s=t.get("transfer_timeout_s", float, 300.0, check=_in_range(1, 86400)),
+        max_normal_alarm_rate=t.get(
+            "max_normal_alarm_rate", float, 0.05, check=_in_range(0.0, 1.0)
+        ),
+        min_recent_windows=t.get("min_recent_windows", int, 32, check=_in_range(0, 100_000)),
+        gate_wait_s=t.get("gate_wait_s", float, 30.0, check=_in_range(0, 3600)),
+        probation_windows=t.get("probation_windows", int, 200, check=_in_range(1, 1_000_000)),
+        probation_max_alarm_rate=t.get(
+            "probation_max_alarm_rate", float, 0.05, check=_in_range(0.0, 1.0)
+        ),
+        probation_max_latency_s=t.get(
+            "probation_max_latency_s", float, 5.0, check=_in_range(0.001, 3600)
+        ),
+        probation_max_s=t.get("probation_max_s", float, 600.0, check=_in_range(1, 30 * 86400)),
+    )
+    t.done()
+    return ota
+
+
 def parse_config(data: Mapping[str, Any], source_path: str = "") -> AgentConfig:
     """Validate a parsed TOML document (pure: no file system access)."""
     top = _Table(data, "")
@@ -361,6 +446,7 @@ def parse_config(data: Mapping[str, Any], source_path: str = "") -> AgentConfig:
     mqtt = _parse_mqtt(data["mqtt"], agent.device_id) if "mqtt" in data else None
     telemetry = _parse_telemetry(top.table("telemetry"))
     trust = _parse_trust(top.table("trust"))
+    ota = _parse_ota(top.table("ota"))
     top.seen.add("robots")
     robots_raw = data.get("robots")
     if not isinstance(robots_raw, list) or not robots_raw:
@@ -380,6 +466,7 @@ def parse_config(data: Mapping[str, Any], source_path: str = "") -> AgentConfig:
         trust=trust,
         robots=robots,
         source_path=source_path,
+        ota=ota,
     )
 
 

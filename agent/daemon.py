@@ -21,7 +21,8 @@ import numpy as np
 
 from agent import __version__
 from agent.alarms import AlarmSettings
-from agent.config import AgentConfig, RobotConfig
+from agent.config import AgentConfig, ConfigError, RobotConfig, resolve
+from agent.drift import DriftError, DriftSettings, WindowCapture
 from agent.models import column_selection, load_robot_scorers, trust_policy
 from agent.mqtt.link import MqttLink
 from agent.mqtt.payloads import (
@@ -34,8 +35,9 @@ from agent.mqtt.payloads import (
     build_meta,
     build_status,
 )
+from agent.ota.manager import OtaManager
 from agent.outbox import Outbox
-from agent.pipeline import RobotPipeline
+from agent.pipeline import PipelineOptions, RobotPipeline
 from agent.publisher import ResultPublisher
 from agent.sdnotify import SdNotifier, WatchdogGate
 from agent.sources.base import ChunkQueue, SampleChunk, Source
@@ -67,6 +69,22 @@ def alarm_settings(robot: RobotConfig, pipeline_defaults) -> AlarmSettings:
     )
 
 
+def pipeline_options(config: AgentConfig, robot: RobotConfig) -> PipelineOptions:
+    """Threshold mode, drift limits and the optional capture from the robot's tables."""
+    d = robot.drift
+    capture = None
+    if d.capture_dir:
+        try:
+            capture = WindowCapture(resolve(config, d.capture_dir), d.capture_max_windows)
+        except DriftError as err:
+            raise ConfigError(f"robots[{robot.id}].drift.capture_dir: {err}") from err
+    return PipelineOptions(
+        threshold=robot.alarm.threshold,
+        drift=DriftSettings(window=d.window, min_windows=d.min_windows, ks_limit=d.ks_limit),
+        capture=capture,
+    )
+
+
 class Agent:
     def __init__(self, config: AgentConfig, notifier: SdNotifier | None = None) -> None:
         self.config = config
@@ -83,6 +101,7 @@ class Agent:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._last_status = 0.0
+        self.ota: OtaManager | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -97,6 +116,8 @@ class Agent:
             self.link = MqttLink(self.config.mqtt, self.outbox, self._status_payload)
             self.link.start()
         policy = trust_policy(self.config)
+        self.ota = OtaManager(self, self.config, policy)
+        self.ota.calls.on_put = self._wake.set
         # Built aside and assigned at once: the MQTT thread reads self.robots for status.
         self.robots = {robot.id: self._build_robot(robot, policy) for robot in self.config.robots}
         self.publisher = ResultPublisher(
@@ -111,6 +132,7 @@ class Agent:
                 self.topics.meta, self._meta_payload(), kind="event", qos=1, retain=True
             )
             self.publisher.publish_initial_state()
+        self.ota.start(self.link)
         for runtime in self.robots.values():
             runtime.source.start()
         self.notifier.ready(f"scoring {len(self.robots)} robot(s)")
@@ -120,8 +142,15 @@ class Agent:
         channel_map = channel_map_for(self.config, robot)
         rate = channel_map.sample_rate_hz if channel_map is not None else None
         scorers = load_robot_scorers(self.config, robot.bundles, policy, rate)
+        if self.ota is not None:  # bundles installed over the air override / join these
+            scorers = self.ota.scorers_for(robot.id, scorers)
         first = scorers[0].bundle
-        pipeline = RobotPipeline(robot.id, scorers, alarm_settings(robot, first.manifest.alarm))
+        pipeline = RobotPipeline(
+            robot.id,
+            scorers,
+            alarm_settings(robot, first.manifest.alarm),
+            pipeline_options(self.config, robot),
+        )
         queue = ChunkQueue(robot.source.queue_chunks)
         queue.on_put = self._wake.set
         source = build_source(
@@ -145,9 +174,13 @@ class Agent:
 
     def stop(self, drain_timeout: float = 10.0) -> None:
         self.notifier.stopping("draining")
+        if self.ota is not None:
+            self.ota.stop()
         for runtime in self.robots.values():
             runtime.source.stop()
         self._drain_queues()
+        for runtime in self.robots.values():
+            runtime.pipeline.close()  # buffered capture of normal windows, if configured
         if self.link is not None:
             drained = self.link.stop(drain_timeout=drain_timeout)
             if not drained:
@@ -174,12 +207,20 @@ class Agent:
     def step(self) -> bool:
         """Process every queued chunk once; True if anything was processed."""
         progressed = False
+        if self.ota is not None:
+            self.ota.run_pending()  # OTA worker requests (snapshot, swap) between chunks
         for runtime in self.robots.values():
             while (chunk := runtime.queue.get(timeout=0)) is not None:
                 self._process(runtime, chunk)
                 progressed = True
         if progressed:
             self.watchdog.progress()
+        if self.ota is not None and self.ota.bundles_changed:
+            self.ota.bundles_changed = False
+            if self.outbox is not None:
+                self.outbox.put_json(
+                    self.topics.meta, self._meta_payload(), kind="event", qos=1, retain=True
+                )
         return progressed
 
     def all_sources_finished(self) -> bool:
@@ -188,7 +229,16 @@ class Agent:
     def _process(self, runtime: RobotRuntime, chunk: SampleChunk) -> None:
         if runtime.columns is not None:
             chunk = dataclasses.replace(chunk, samples=chunk.samples[:, runtime.columns])
-        result = runtime.pipeline.process(chunk)
+        try:
+            result = runtime.pipeline.process(chunk)
+        except Exception as err:
+            # A bundle in probation that breaks scoring is rolled back; anything else is a bug.
+            if self.ota is None or not self.ota.process_failed(runtime.config.id, err):
+                raise
+            log.exception("robot %s: scoring failed during OTA probation", runtime.config.id)
+            return
+        if self.ota is not None:
+            self.ota.observe(runtime.config.id, result)
         assert self.publisher is not None
         self.publisher.publish(result, self._active_alarm)
 
@@ -238,6 +288,7 @@ class Agent:
             c = src.counters
             seg = runtime.pipeline.segmenter.stats
             stats = runtime.pipeline.stats
+            drift, advised = runtime.pipeline.drift_summary()
             out[robot] = RobotHealth(
                 frames=FrameCounters(
                     ok=c.get("frames_ok", c.get("samples", 0)),
@@ -252,11 +303,15 @@ class Agent:
                     "skipped_nan": seg.skipped_nan,
                     "skipped_cycle_length": seg.skipped_cycle_length,
                     "unrouted": stats.unrouted,
+                    "unknown_program": stats.unknown_program,
+                    "membership_routed": stats.membership_routed,
                     "non_finite": stats.non_finite,
                     "queue_dropped": runtime.queue.stats.dropped,
                     "source_connected": int(src.connected),
                     "reconnects": c.get("reconnects", 0),
                 },
+                drift=drift,
+                retraining_advised=advised,
             )
         return out
 

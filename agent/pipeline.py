@@ -1,7 +1,15 @@
 """Per-robot processing stage: chunks → segments → scores → alarm decisions.
 
-Pure computation, no I/O: the daemon feeds it chunks from the source queue and hands the
-returned events and telemetry to the outbox. Offline scoring and tests drive the same class.
+Pure computation, no I/O (except the optional capture of normal windows for retraining):
+the daemon feeds it chunks from the source queue and hands the returned events and telemetry
+to the outbox. Offline scoring and tests drive the same class.
+
+Model archive (SPEC §10): a window whose frames carry a program id goes to the bundle serving
+that program; a program no bundle serves is counted as unknown (status, drift) and never
+scored, so a product changeover cannot turn into an alarm storm. A window without a program id
+(-1) is matched to the nearest bundles by :mod:`agent.membership`; only those candidates
+score it, and it is anomalous only if every candidate says so (Π_i [s_i ≥ τ_i]): the window
+goes to the candidate with the smallest s_i/τ_i. A window no candidate is near is unknown.
 """
 
 from __future__ import annotations
@@ -15,9 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.alarms import AlarmEvent, AlarmSettings, AlarmTracker, ModelRef, WindowInfo
+from agent.bundle.manifest import calibration_quantiles
+from agent.drift import DriftSettings, RobotDrift, WindowCapture
 from agent.features import Normalization, Segment, StreamSegmenter
-from agent.scoring import Scorer
+from agent.membership import MembershipModel, MembershipSettings, confidence
+from agent.scoring import Scorer, Scores
 from agent.sources.base import SampleChunk
+from agent.thresholds import DynamicSettings, DynamicThreshold
+
+THRESHOLD_MODES = ("fixed", "dynamic")
 
 BATCH_LIMIT = 64
 RECENT_NORMAL_LIMIT = 256  # segments kept for OTA's "score recent normal data" gate
@@ -40,6 +54,7 @@ class ScoredWindow:
     start: int  # index of the window's first sample in the robot's stream
     stop: int  # one past its last sample
     alarm_active: bool  # the alarm state after this window
+    membership: float | None = None  # confidence when routed without a program id
 
 
 @dataclass
@@ -47,9 +62,33 @@ class PipelineStats:
     chunks: int = 0
     samples: int = 0
     windows: int = 0
-    unrouted: int = 0  # windows of a program no bundle serves
+    unrouted: int = 0  # windows no bundle scored: unknown program, or no model near
+    unknown_program: int = 0  # … of those, windows whose program id no bundle serves
+    membership_routed: int = 0  # windows without program id, routed by membership
     non_finite: int = 0
     events: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Operational options of a robot (agent config ``[robots.alarm]`` / ``[robots.drift]``).
+
+    threshold: "fixed" (the bundle's calibrated threshold) or "dynamic" (Telemanom-style,
+    :mod:`agent.thresholds`, learned only from clean windows). capture: optional on-disk
+    capture of recent normal windows for retraining.
+    """
+
+    threshold: str = "fixed"
+    dynamic: DynamicSettings = field(default_factory=DynamicSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    membership: MembershipSettings = field(default_factory=MembershipSettings)
+    capture: WindowCapture | None = None
+
+    def __post_init__(self) -> None:
+        if self.threshold not in THRESHOLD_MODES:
+            raise ValueError(
+                f"threshold = {self.threshold!r}: choose one of {', '.join(THRESHOLD_MODES)}"
+            )
 
 
 @dataclass
@@ -69,20 +108,42 @@ class _ChunkSpan:
 
 
 class ModelRoute:
-    """One bundle of a robot with its scorer and alarm tracker."""
+    """One bundle of a robot with its scorer, alarm tracker and threshold.
 
-    def __init__(self, robot: str, scorer: Scorer, settings: AlarmSettings) -> None:
+    Routes share nothing: installing, replacing or removing one leaves the others' trackers,
+    thresholds and drift statistics as they were.
+    """
+
+    def __init__(
+        self,
+        robot: str,
+        scorer: Scorer,
+        settings: AlarmSettings,
+        options: PipelineOptions | None = None,
+    ) -> None:
+        options = options or PipelineOptions()
         manifest = scorer.bundle.manifest
         self.scorer = scorer
         self.programs = frozenset(manifest.programs)
         self.model = ModelRef(manifest.bundle_id, manifest.bundle_version)
         self.normalization = scorer.bundle.normalization
         self.score_name = manifest.alarm.score
-        self.threshold = float(scorer.thresholds[self.score_name])
+        self.threshold = float(scorer.thresholds[self.score_name])  # calibrated
         self.tracker = AlarmTracker(robot, settings)
+        self.dynamic = (
+            DynamicThreshold(self.threshold, options.dynamic)
+            if options.threshold == "dynamic"
+            else None
+        )
+        self.membership = MembershipModel.of(scorer.bundle)
+        self.calibration = calibration_quantiles(scorer.artifact, self.score_name)
 
     def serves(self, program: int) -> bool:
         return not self.programs or program in self.programs
+
+    def current_threshold(self) -> float:
+        """The threshold the next window is judged against (calibrated or dynamic)."""
+        return self.dynamic.current() if self.dynamic is not None else self.threshold
 
 
 class RobotPipeline:
@@ -94,7 +155,11 @@ class RobotPipeline:
     """
 
     def __init__(
-        self, robot: str, scorers: Sequence[Scorer], alarm_settings: AlarmSettings
+        self,
+        robot: str,
+        scorers: Sequence[Scorer],
+        alarm_settings: AlarmSettings,
+        options: PipelineOptions | None = None,
     ) -> None:
         if not scorers:
             raise ValueError(f"robot {robot!r}: no model to score with")
@@ -108,7 +173,9 @@ class RobotPipeline:
                 )
         self.robot = robot
         self.spec = first.manifest.input
-        self.routes = [ModelRoute(robot, s, alarm_settings) for s in scorers]
+        self.options = options or PipelineOptions()
+        self.routes = [ModelRoute(robot, s, alarm_settings, self.options) for s in scorers]
+        self.drift = RobotDrift(self.options.drift)
         # Segments stay in physical units; each route normalizes with its own bundle's
         # statistics, so a retrained bundle can replace or join the others over the air.
         # (Per-channel affine normalization commutes with the cycle resampling.)
@@ -166,16 +233,19 @@ class RobotPipeline:
                 f"robot {self.robot!r}: bundle {scorer.bundle.bundle_id!r} has a different "
                 "input spec from the robot's other bundles"
             )
-        route = ModelRoute(self.robot, scorer, self.alarm_settings)
+        route = ModelRoute(self.robot, scorer, self.alarm_settings, self.options)
+        self.drift.forget(route.model.bundle_id)
         for i, old in enumerate(self.routes):
             if old.model.bundle_id == route.model.bundle_id:
                 self.routes[i] = route
                 return old
         self.routes.append(route)
+        self.drift.reset_membership()
         return None
 
     def restore(self, route: ModelRoute) -> None:
         """Put back a route returned by :meth:`install` (rollback)."""
+        self.drift.forget(route.model.bundle_id)
         for i, current in enumerate(self.routes):
             if current.model.bundle_id == route.model.bundle_id:
                 self.routes[i] = route
@@ -184,10 +254,20 @@ class RobotPipeline:
 
     def remove(self, bundle_id: str) -> ModelRoute | None:
         """Stop serving ``bundle_id`` (rollback of a bundle that was new)."""
+        self.drift.forget(bundle_id)
         for i, current in enumerate(self.routes):
             if current.model.bundle_id == bundle_id:
                 return self.routes.pop(i)
         return None
+
+    def close(self) -> None:
+        """Write out captured windows still buffered (call at shutdown)."""
+        if self.options.capture is not None:
+            self.options.capture.flush()
+
+    def drift_summary(self) -> tuple[dict[str, float | None], bool]:
+        """Drift indicators and the retraining-advised flag (for the status payload)."""
+        return self.drift.summary()
 
     def _route(self, program: int) -> ModelRoute | None:
         for route in self.routes:
@@ -195,58 +275,149 @@ class RobotPipeline:
                 return route
         return next((r for r in self.routes if not r.programs), None)
 
+    def _unknown(self, seg: Segment, confidence_value: float | None = None) -> None:
+        self.stats.unrouted += 1
+        if seg.program >= 0:
+            self.stats.unknown_program += 1
+        self.drift.unknown(seg.program, confidence_value)
+        self.recent_normal.append(seg)
+
     def _score(self, segments: list[Segment], result: PipelineResult) -> None:
-        by_route: dict[int, list[Segment]] = {}
-        for seg in segments:
+        # plan[i] = (route, scores, row, membership confidence) for every scored segment
+        plan: dict[int, tuple[ModelRoute, Scores, int, float | None]] = {}
+        by_route: dict[int, list[int]] = {}
+        pending: list[int] = []
+        for i, seg in enumerate(segments):
+            if seg.program < 0:
+                pending.append(i)
+                continue
             route = self._route(seg.program)
             if route is None:
-                self.stats.unrouted += 1
-                self.recent_normal.append(seg)
+                self._unknown(seg)
                 continue
-            by_route.setdefault(id(route), []).append(seg)
+            by_route.setdefault(id(route), []).append(i)
         for route in self.routes:
-            batch = by_route.get(id(route))
-            if batch:
-                self._score_route(route, batch, result)
+            rows = by_route.get(id(route))
+            if rows:
+                scores = self._run(route, [segments[i] for i in rows])
+                for k, i in enumerate(rows):
+                    plan[i] = (route, scores, k, None)
+        if pending:
+            plan.update(self._by_membership(segments, pending))
+        for i, seg in enumerate(segments):
+            if i in plan:
+                route, scores, row, conf = plan[i]
+                self._emit(route, seg, scores, row, conf, result)
 
-    def _score_route(self, route: ModelRoute, batch: list[Segment], out: PipelineResult) -> None:
-        scores = route.scorer.score_segments(
+    def _run(self, route: ModelRoute, batch: list[Segment]) -> Scores:
+        return route.scorer.score_segments(
             [dataclasses.replace(s, samples=route.normalization.apply(s.samples)) for s in batch]
         )
-        chosen = scores.get(route.score_name)
-        now = time.monotonic()
-        for i, seg in enumerate(batch):
-            window = self._window_info(seg, scores.contributions[i])
-            score = float(chosen[i])
-            if not np.isfinite(score):
-                self.stats.non_finite += 1
-            event = route.tracker.update(score, route.threshold, window, route.model)
-            self.stats.windows += 1
-            if np.isfinite(score) and score < route.threshold and route.tracker.active is None:
-                self.recent_normal.append(seg)
-            newest = self._span_of(seg.stop - 1)
-            out.windows.append(
-                ScoredWindow(
-                    robot=self.robot,
-                    model=route.model,
-                    program=seg.program,
-                    recon=float(scores.recon[i]),
-                    sap=float(scores.sap[i]),
-                    nap=float(scores.nap[i]),
-                    score=score,
-                    threshold=route.threshold,
-                    smoothed=route.tracker.smoothed,
-                    contributions=window.contributions,
-                    window=window,
-                    latency_s=now - newest.received if newest else 0.0,
-                    start=seg.start,
-                    stop=seg.stop,
-                    alarm_active=route.tracker.active is not None,
-                )
+
+    def _by_membership(
+        self, segments: list[Segment], pending: list[int]
+    ) -> dict[int, tuple[ModelRoute, Scores, int, float | None]]:
+        """Windows without program id: nearest candidate models score; Π_i [s_i ≥ τ_i]."""
+        settings = self.options.membership
+        raw = np.stack([segments[i].samples for i in pending])
+        n_routes = len(self.routes)
+        distance = np.full((len(pending), n_routes), np.nan)
+        for r, route in enumerate(self.routes):
+            if route.membership is not None:
+                distance[:, r] = route.membership.distance(raw)
+        candidates: list[list[int]] = []
+        confidences: list[float | None] = []
+        for k, i in enumerate(pending):
+            known = [r for r in range(n_routes) if np.isfinite(distance[k, r])]
+            unknown_stats = [r for r in range(n_routes) if r not in known]
+            near = sorted(
+                (r for r in known if distance[k, r] <= settings.max_distance),
+                key=lambda r: distance[k, r],
+            )[: settings.max_candidates]
+            ordered = sorted(distance[k, known].tolist())
+            conf = confidence(ordered, settings.max_distance) if known else None
+            chosen = near + unknown_stats
+            if not chosen:
+                self._unknown(segments[i], conf)
+            candidates.append(chosen)
+            confidences.append(conf)
+        out: dict[int, tuple[ModelRoute, Scores, int, float | None]] = {}
+        scored: dict[int, tuple[Scores, dict[int, int]]] = {}
+        for r, route in enumerate(self.routes):
+            rows = [k for k, c in enumerate(candidates) if r in c]
+            if rows:
+                scores = self._run(route, [segments[pending[k]] for k in rows])
+                scored[r] = (scores, {k: j for j, k in enumerate(rows)})
+        for k, i in enumerate(pending):
+            if not candidates[k]:
+                continue
+            best, best_ratio = None, np.inf
+            for r in candidates[k]:
+                scores, rows = scored[r]
+                route = self.routes[r]
+                value = float(scores.get(route.score_name)[rows[k]])
+                ratio = value / route.current_threshold() if np.isfinite(value) else np.inf
+                if best is None or ratio < best_ratio:
+                    best, best_ratio = r, ratio
+            assert best is not None
+            scores, rows = scored[best]
+            out[i] = (self.routes[best], scores, rows[k], confidences[k])
+            self.stats.membership_routed += 1
+        return out
+
+    def _emit(
+        self,
+        route: ModelRoute,
+        seg: Segment,
+        scores: Scores,
+        i: int,
+        membership: float | None,
+        out: PipelineResult,
+    ) -> None:
+        window = self._window_info(seg, scores.contributions[i])
+        score = float(scores.get(route.score_name)[i])
+        threshold = route.current_threshold()
+        if not np.isfinite(score):
+            self.stats.non_finite += 1
+        was_active = route.tracker.active is not None
+        event = route.tracker.update(score, threshold, window, route.model)
+        self.stats.windows += 1
+        active = route.tracker.active is not None
+        clean = np.isfinite(score) and score < threshold and not active and not was_active
+        smoothed = route.tracker.smoothed
+        if clean:
+            self.recent_normal.append(seg)
+            self.drift.add_score(route.model.bundle_id, route.calibration, score)
+            if self.options.capture is not None:
+                self.options.capture.add(seg.samples, seg.start, seg.program)
+            # Never learn from a window that raised, sat in an alarm, or crossed the threshold.
+            if route.dynamic is not None and smoothed is not None and smoothed < threshold:
+                route.dynamic.learn(smoothed)
+        self.drift.scored(active, membership)
+        newest = self._span_of(seg.stop - 1)
+        out.windows.append(
+            ScoredWindow(
+                robot=self.robot,
+                model=route.model,
+                program=seg.program,
+                recon=float(scores.recon[i]),
+                sap=float(scores.sap[i]),
+                nap=float(scores.nap[i]),
+                score=score,
+                threshold=threshold,
+                smoothed=smoothed,
+                contributions=window.contributions,
+                window=window,
+                latency_s=time.monotonic() - newest.received if newest else 0.0,
+                start=seg.start,
+                stop=seg.stop,
+                alarm_active=active,
+                membership=membership,
             )
-            if event is not None:
-                self.stats.events += 1
-                out.events.append(event)
+        )
+        if event is not None:
+            self.stats.events += 1
+            out.events.append(event)
 
     def _window_info(self, seg: Segment, shares: np.ndarray) -> WindowInfo:
         first, last = self._span_of(seg.start), self._span_of(seg.stop - 1)

@@ -9,7 +9,11 @@ Public API:
 - :func:`pathway_differences` concatenates the selected layers' differences into D (N × M).
 - :func:`fit_nap` fits the NAP normalization on a difference matrix of normal data.
 - :func:`nap_score`, :func:`sap_score`, :func:`recon_score` score a batch.
-- :func:`channel_attribution` splits a window's reconstruction error over input channels.
+- :func:`channel_attribution` splits a window's reconstruction error over input channels
+  (legacy shares, for bundles without attribution statistics).
+- :class:`ChannelStandardizer` / :func:`fit_channel_standardizer`: per-channel excess of
+  reconstruction error and input deviation over their calibration statistics — what an alarm
+  names as "the axis".
 """
 
 from __future__ import annotations
@@ -104,13 +108,13 @@ def nap_score(diffs: np.ndarray, params: NapParams) -> np.ndarray:
         )
     # float64 keeps the small-s_j directions from losing precision in the GEMM; the arrays
     # are small (M × k), so this costs little next to the inference itself.
-    z = (d.astype(np.float64) - params.mu) @ params.projection
+    z = (d.astype(np.float64, copy=False) - params.mu) @ params.projection
     return np.einsum("ij,ij->i", z, z)
 
 
 def sap_score(diffs: np.ndarray) -> np.ndarray:
     """SAP(x) = Σ_i ‖d_i(x)‖² over the selected layers (a row of D)."""
-    d = _as_matrix("diffs", diffs).astype(np.float64)
+    d = _as_matrix("diffs", diffs).astype(np.float64, copy=False)
     return np.einsum("ij,ij->i", d, d)
 
 
@@ -172,3 +176,94 @@ def channel_attribution(x: np.ndarray, x_hat: np.ndarray, weights: np.ndarray) -
     totals = per_channel.sum(axis=1, keepdims=True)
     uniform = np.full_like(per_channel, 1.0 / per_channel.shape[1])
     return np.divide(per_channel, totals, out=uniform, where=totals > 0)
+
+
+# --------------------------------------------------------------------------- attribution v2
+#
+# Why standardize: an autoencoder's fp32 reconstruction of an off-manifold window goes wrong
+# on *every* channel (the linear bottleneck extrapolates), so raw error shares often name a
+# healthy axis (simulator: payload 2 %, friction 11 % top-axis hits). Two per-channel signals,
+# each standardized by its own spread on held-out normal windows, fix that:
+#   - e_c: calibration-scaled reconstruction error of channel c (what the model could not
+#     explain), and
+#   - v_c: deviation of channel c's input from the calibration mean of each feature (for
+#     cycle segmentation a feature is one phase of the cycle, so this is "the current of axis c
+#     left its normal cycle profile"), which stays local to the faulted axis even when the
+#     reconstruction goes wrong everywhere.
+# The contribution of channel c is max(0, z(e_c) + z(v_c)): how many calibration standard
+# deviations above normal that channel is.
+
+
+@dataclass(frozen=True)
+class ChannelStandardizer:
+    """Calibration statistics for :func:`channel_excess` (see the comment above).
+
+    ``feature_mean``/``feature_std`` (F,) are the calibration mean and spread of every input
+    feature; ``deviation_*`` (C,) and ``error_*`` (C,) the mean and spread of the per-channel
+    input deviation and calibration-scaled reconstruction error over calibration windows.
+    """
+
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+    deviation_mean: np.ndarray
+    deviation_std: np.ndarray
+    error_mean: np.ndarray
+    error_std: np.ndarray
+
+
+def _channel_sums(values: np.ndarray, feature_channel: np.ndarray, n_channels: int) -> np.ndarray:
+    onehot = np.zeros((feature_channel.shape[0], n_channels))
+    onehot[np.arange(feature_channel.shape[0]), feature_channel] = 1.0
+    return values @ onehot
+
+
+def channel_error(x: np.ndarray, x_hat: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-channel calibration-scaled squared reconstruction error (N × C)."""
+    err = np.square(_as_matrix("x_hat", x_hat).astype(np.float64) - _as_matrix("x", x))
+    return err @ weights
+
+
+def channel_deviation(
+    x: np.ndarray, feature_mean: np.ndarray, feature_std: np.ndarray, feature_channel: np.ndarray
+) -> np.ndarray:
+    """Per-channel Σ_f ((x_f − m_f) / s_f)² over the channel's features (N × C)."""
+    z = (_as_matrix("x", x).astype(np.float64) - feature_mean) / feature_std
+    channels = np.asarray(feature_channel, dtype=np.int64)
+    return _channel_sums(np.square(z), channels, int(channels.max()) + 1)
+
+
+def fit_channel_standardizer(
+    x: np.ndarray, x_hat: np.ndarray, weights: np.ndarray, feature_channel: np.ndarray
+) -> ChannelStandardizer:
+    """Fit the statistics on held-out normal windows (x, x̂ of one artifact)."""
+    xs = _as_matrix("x", x).astype(np.float64)
+    if xs.shape[0] < 2 or not np.isfinite(xs).all():
+        raise RappError("fit_channel_standardizer needs ≥ 2 finite calibration windows")
+    mean = xs.mean(axis=0)
+    # A floor keeps a feature that never moved in calibration (a constant phase) from
+    # turning rounding noise into a huge deviation.
+    std = np.maximum(xs.std(axis=0), 1e-3 * max(float(xs.std()), 1e-12))
+    dev = channel_deviation(xs, mean, std, feature_channel)
+    err = channel_error(xs, x_hat, weights)
+    return ChannelStandardizer(
+        feature_mean=mean,
+        feature_std=std,
+        deviation_mean=dev.mean(axis=0),
+        deviation_std=np.maximum(dev.std(axis=0), 1e-12),
+        error_mean=err.mean(axis=0),
+        error_std=np.maximum(err.std(axis=0), 1e-12),
+    )
+
+
+def channel_excess(
+    x: np.ndarray,
+    x_hat: np.ndarray,
+    weights: np.ndarray,
+    feature_channel: np.ndarray,
+    stats: ChannelStandardizer,
+) -> np.ndarray:
+    """max(0, z(error_c) + z(deviation_c)) per channel (N × C); the largest names the axis."""
+    err = (channel_error(x, x_hat, weights) - stats.error_mean) / stats.error_std
+    dev = channel_deviation(x, stats.feature_mean, stats.feature_std, feature_channel)
+    dev = (dev - stats.deviation_mean) / stats.deviation_std
+    return np.maximum(err + dev, 0.0)

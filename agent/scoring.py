@@ -13,11 +13,13 @@ import numpy as np
 
 from agent.backends import Backend, BackendError, backend_class, create_backend
 from agent.bundle.loader import Bundle, LoadedArtifact, select_artifact
-from agent.bundle.manifest import SCORE_NAMES
+from agent.bundle.manifest import SCORE_NAMES, ArtifactSpec, channel_error_stats
 from agent.features import Segment, segment_features
 from agent.rapp import (
+    ChannelStandardizer,
     attribution_weights,
     channel_attribution,
+    channel_excess,
     nap_score,
     pathway_differences,
     recon_score,
@@ -36,7 +38,10 @@ class Scores:
     recon: np.ndarray
     sap: np.ndarray
     nap: np.ndarray
-    contributions: np.ndarray  # (N × C) channel shares of the input-space error
+    # (N × C) per-channel contribution: calibration-standardized excess of reconstruction
+    # error and input deviation (agent.rapp.channel_excess), or for bundles without those
+    # statistics the channel shares of the calibration-scaled input-space error.
+    contributions: np.ndarray
 
     def get(self, name: str) -> np.ndarray:
         if name not in SCORE_NAMES:
@@ -61,15 +66,25 @@ class Scorer:
             spec.feature_channel(), bundle.recon_scale, spec.n_channels
         )
         self.thresholds = dict(loaded.spec.thresholds)
+        self._feature_channel = spec.feature_channel()
+        self._standardizer = _standardizer(bundle, loaded.spec, spec.n_channels)
+
+    def _contributions(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+        if self._standardizer is None:
+            return channel_attribution(x, x_hat, self._weights)
+        return channel_excess(x, x_hat, self._weights, self._feature_channel, self._standardizer)
 
     def score(self, features: np.ndarray) -> Scores:
         pathway = self.backend.run(features)
-        diffs = pathway_differences(pathway.hidden, pathway.hidden_hat, self._layers)
+        # One float64 copy of D shared by SAP and NAP (each would otherwise cast its own).
+        diffs = pathway_differences(pathway.hidden, pathway.hidden_hat, self._layers).astype(
+            np.float64
+        )
         return Scores(
             recon=recon_score(pathway.x, pathway.x_hat),
             sap=sap_score(diffs),
             nap=nap_score(diffs, self._nap),
-            contributions=channel_attribution(pathway.x, pathway.x_hat, self._weights),
+            contributions=self._contributions(pathway.x, pathway.x_hat),
         )
 
     def score_segments(self, segments: Sequence[Segment]) -> Scores:
@@ -100,6 +115,24 @@ class Scorer:
                 f"{self.artifact.canary_rtol:g}); this runtime does not reproduce the model"
             )
         return worst
+
+
+def _standardizer(
+    bundle: Bundle, artifact: ArtifactSpec, n_channels: int
+) -> ChannelStandardizer | None:
+    """Attribution statistics from the manifest, or None for bundles built without them."""
+    inputs = bundle.manifest.attribution
+    errors = channel_error_stats(artifact, n_channels)
+    if inputs is None or errors is None:
+        return None
+    return ChannelStandardizer(
+        feature_mean=np.asarray(inputs.feature_mean),
+        feature_std=np.asarray(inputs.feature_std),
+        deviation_mean=np.asarray(inputs.deviation_mean),
+        deviation_std=np.asarray(inputs.deviation_std),
+        error_mean=np.asarray(errors[0]),
+        error_std=np.asarray(errors[1]),
+    )
 
 
 def open_scorer(

@@ -113,6 +113,20 @@ class Topics:
         """Retained progress of the current/last OTA update."""
         return f"{self.base}/ota/status"
 
+    @property
+    def ota_need(self) -> str:
+        """The device's requests for missing chunks of a transfer (see agent/ota/transfer.py)."""
+        return f"{self.base}/ota/need"
+
+    def ota_chunk(self, transfer_id: str, index: int) -> str:
+        """Chunk ``index`` of a transfer: ``<root>/_transfer/<id>/<index>`` (shared by a group)."""
+        return f"{self.root}/_transfer/{validate_id(transfer_id, what='transfer id')}/{index}"
+
+    @property
+    def ota_chunk_filter(self) -> str:
+        """Subscription filter for the chunks of every transfer."""
+        return f"{self.root}/_transfer/+/+"
+
     def group_ota_cmd(self, group: str) -> str:
         """OTA commands addressed to a group of devices: ``<root>/group/<group>/ota/cmd``."""
         return f"{self.root}/group/{validate_id(group, what='group id')}/ota/cmd"

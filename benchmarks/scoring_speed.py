@@ -1,26 +1,36 @@
 """Scoring speed per backend and precision vs a PyTorch eager baseline (SPEC §11, issue #8).
 
-Run from the repository root::
+Run from the repository root (``make bench`` runs it with the others)::
 
-    .venv/bin/python benchmarks/scoring_speed.py [--quick] [--out benchmarks/results]
+    .venv/bin/python -m benchmarks.scoring_speed [--quick] [--out benchmarks/results]
 
-For two model sizes — the default (6 channels × 64 samples → 384 raw features, 3 layers,
-bottleneck 8) and a larger one (6 × 256 → 1536) — it builds a real bundle through
-``exporter.build.build_bundle`` (ONNX fp32/int8 + TFLite fp32/int8) and times, on one thread:
+Two models:
+
+- **default** — the bundle the agent ships, ``agent/data/default.rapp`` (robot cycles resampled
+  to 64 points × 6 channels → 384 inputs, MLP 384 → 198 → 12). Its own ONNX fp32/int8 files
+  are timed as shipped. The bundle carries no TFLite files, so the LiteRT rows come from a
+  bundle rebuilt through ``exporter.build.build_bundle`` with the *same weights* (read from the
+  shipped ONNX graph) and simulated calibration cycles; the PyTorch baseline is the paper's
+  eager ``MlpAutoencoder`` holding those weights (BatchNorm as identity layers).
+- **large** — 6 channels × 256-sample windows → 1536 inputs, 3 layers, bottleneck 8, trained
+  briefly on synthetic currents and built with all four artifacts.
+
+For each, on one thread:
 
 - **inference**: the projection pathway alone (``Backend.run``; ``model.pathway`` for torch);
 - **scoring**: the whole step the agent runs per window — features from segments, pathway,
   Recon/SAP/NAP and channel attribution (``Scorer.score_segments``); for torch, the same
   numpy features, the eager pathway and NAP as torch ops (the research-code baseline);
 
-at batch 1 (latency p50/p99 over many calls) and batch 64 (throughput). FLOPs per window
-count the GEMMs (2·in·out per layer per pass: encoder twice, decoder once); efficiency is
-measured against this machine's single-core float32 GEMM peak (a large numpy sgemm with
-BLAS limited to one thread).
+at batch 1 (latency p50/p99 over many calls) and batch 64 (throughput), plus a breakdown of
+the scoring step into its parts for the shipped model. FLOPs per window count the GEMMs
+(2·in·out per layer per pass: encoder twice, decoder once); efficiency is measured against
+this machine's single-core float32 GEMM peak (a large numpy sgemm with BLAS on one thread).
 
-Results: ``<out>/scoring_speed.json`` and ``<out>/scoring_speed.md``. ``--quick`` is the CI
-smoke run (< 60 s, fewer repetitions, same code paths). Nothing here asserts a speed: a
-shared CI box is too noisy for that, so the numbers are reported, with the load average.
+Results: ``<out>/scoring_speed.json``, ``<out>/scoring_speed.md`` and the batch-1 latency
+histogram ``<out>/plots/scoring_latency.png``. ``--quick`` is the CI smoke run (fewer
+repetitions, briefer training, same code paths). Nothing here asserts a speed: a shared box is
+too noisy for that, so the numbers are reported with the load average.
 """
 
 from __future__ import annotations
@@ -33,15 +43,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
 import itertools  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -51,8 +57,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere in the checkout
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    load_average,
+    machine_info,
+    machine_lines,
+    write_json,
+    write_text,
+)
+
 CHANNELS = ("J1", "J2", "J3", "J4", "J5", "J6")
 BATCH = 64
+SHIPPED_BUNDLE = ROOT / "agent" / "data" / "default.rapp"
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,7 @@ class ModelSize:
     bottleneck: int = 8
 
 
-SIZES = (ModelSize("default", 64), ModelSize("large", 256))
+LARGE = ModelSize("large", 256)
 
 
 @dataclass(frozen=True)
@@ -76,12 +92,13 @@ class Effort:
     reps_1: int
     reps_64: int
     warmup: int
+    sim_calib_s: float  # simulated seconds of program-1 cycles for the default's LiteRT rebuild
 
 
-FULL = Effort(train_samples=60_000, calib_samples=60_000, epochs=10, reps_1=2000, reps_64=300,
-              warmup=50)  # fmt: skip
+FULL = Effort(train_samples=60_000, calib_samples=60_000, epochs=10, reps_1=1500, reps_64=200,
+              warmup=50, sim_calib_s=900.0)  # fmt: skip
 QUICK = Effort(train_samples=12_000, calib_samples=12_000, epochs=1, reps_1=150, reps_64=30,
-               warmup=10)  # fmt: skip
+               warmup=10, sim_calib_s=360.0)  # fmt: skip
 
 
 # --- synthetic currents (self-contained: benchmarks do not import tests) -------------------
@@ -102,39 +119,6 @@ def currents(n: int, seed: int) -> np.ndarray:
 
 
 # --- machine facts and peak -----------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "versions": {
-            name: _version(name)
-            for name in ("numpy", "onnxruntime", "ai-edge-litert", "torch", "tensorflow")
-        },
-        "load_average_at_start": [round(x, 2) for x in load],
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
 
 
 def sgemm_peak(quick: bool) -> dict[str, Any]:
@@ -207,6 +191,119 @@ def build_model(size: ModelSize, effort: Effort) -> tuple[Any, Any, np.ndarray]:
     )
     built = build_bundle(trained, calib, settings, extra_artifacts=tflite_candidates)
     return trained, load_bundle(built.data), calib
+
+
+@dataclass
+class Setup:
+    """A model under test: torch weights, the bundle timed for ONNX, the one for TFLite."""
+
+    name: str
+    description: str
+    trained: Any
+    onnx_bundle: Any
+    tflite_bundle: Any
+    segments: np.ndarray  # (≥ 64 × L × C) normalized calibration segments
+
+
+def setup_large(effort: Effort) -> Setup:
+    trained, bundle, calib = build_model(LARGE, effort)
+    return Setup(
+        LARGE.name,
+        f"{len(CHANNELS)} channels × {LARGE.window}-sample windows, trained briefly on synthetic "
+        "currents; all four artifacts from one build",
+        trained,
+        bundle,
+        bundle,
+        calib,
+    )
+
+
+def _torch_from_onnx(bundle: Any) -> Any:
+    """The paper's eager MlpAutoencoder holding the shipped ONNX graph's (BN-folded) weights.
+
+    BatchNorm layers stay in the module as identity (running mean 0, variance 1 − eps), so
+    the eager baseline runs the same layer sequence as the research code.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from exporter.model import MlpAutoencoder
+
+    graph = onnx.load_from_string(bundle.artifacts["onnx-fp32"].model).graph
+    weights = {i.name: numpy_helper.to_array(i).copy() for i in graph.initializer}
+    model = MlpAutoencoder(list(bundle.manifest.layer_sizes))
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                key = name
+                if name.endswith(".0") and f"{name[:-2]}.weight" in weights:
+                    key = name[:-2]  # encoder.0.0 (Linear inside a block) → encoder.0
+                module.weight.copy_(torch.from_numpy(weights[f"{key}.weight"]))
+                module.bias.copy_(torch.from_numpy(weights[f"{key}.bias"]))
+            elif isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0 - module.eps)
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+    return model.eval()
+
+
+def simulated_cycles(bundle: Any, seconds: float, seed: int = 2) -> np.ndarray:
+    """Normalized program-1 cycles from the firmware simulator, cut with the bundle's spec."""
+    from agent.features import segment_recording
+    from firmware_config.channel_map import load_builtin_map
+    from firmware_config.simulator import SimulationConfig, Simulator, concatenate
+
+    channel_map = load_builtin_map()
+    config = SimulationConfig(
+        seed=seed,
+        duration_s=seconds,
+        sample_rate_hz=int(channel_map.sample_rate_hz),
+        schedule=((1, 1),),
+    )
+    run = concatenate(list(Simulator(config, channel_map).chunks(60_000)))
+    spec = bundle.manifest.input
+    return segment_recording(
+        spec, bundle.normalization, run.currents, cycle_start=run.cycle_start
+    ).segments
+
+
+def setup_default(effort: Effort, log: Callable[[str], None]) -> Setup:
+    """The shipped bundle; LiteRT artifacts rebuilt from its weights (it ships ONNX only)."""
+    from agent.bundle.loader import load_bundle
+    from exporter.build import BuildSettings, build_bundle
+    from exporter.model import TrainedModel
+    from exporter.tflite_export import tflite_candidates
+
+    shipped = load_bundle(SHIPPED_BUNDLE.read_bytes())
+    manifest = shipped.manifest
+    model = _torch_from_onnx(shipped)
+    trained = TrainedModel(model, manifest.input, shipped.normalization, {})
+    calib = simulated_cycles(shipped, effort.sim_calib_s)
+    if len(calib) < BATCH:
+        raise RuntimeError(f"{len(calib)} simulated cycles; need ≥ {BATCH}: raise sim_calib_s")
+    log(f"  {len(calib)} simulated program-1 cycles for the LiteRT rebuild")
+    settings = BuildSettings(
+        bundle_id="default-litert",
+        programs=tuple(manifest.programs),
+        calibration_method="percentile",
+        min_spearman=-1.0,
+        max_auroc_drop=1.0,
+        seed=0,
+    )
+    rebuilt = build_bundle(trained, calib, settings, extra_artifacts=tflite_candidates)
+    seg = manifest.input.segmentation
+    return Setup(
+        "default",
+        f"the shipped agent/data/default.rapp: robot cycles resampled to {seg.length} points × "
+        f"{manifest.input.n_channels} channels; ONNX rows time the shipped files, LiteRT rows a "
+        "rebuild with the same weights",
+        trained,
+        shipped,
+        load_bundle(rebuilt.data),
+        calib,
+    )
 
 
 def gemm_flops(sizes: Sequence[int]) -> int:
@@ -289,8 +386,12 @@ class Impl:
     score: Callable[[Any], Any]
 
 
-def measure(impl: Impl, batch: Any, effort: Effort, flops: int, peak: float) -> dict[str, Any]:
+def measure(
+    impl: Impl, batch: Any, effort: Effort, flops: int, peak: float
+) -> tuple[dict[str, Any], np.ndarray]:
     """Batch-1 latency and batch-64 throughput of ``impl``, inference alone and whole step.
+
+    Returns the row and the batch-1 whole-step seconds (for the latency histogram).
 
     ``batch`` holds the same 64 windows as features, as the implementation's segment input,
     and as 64 single-window inputs of each kind.
@@ -310,10 +411,10 @@ def measure(impl: Impl, batch: Any, effort: Effort, flops: int, peak: float) -> 
     b1_gflops = flops / (inference["batch1"]["p50_us"] * 1e-6) / 1e9
     inference["batch1"]["gflops"] = b1_gflops
     inference["batch1"]["pct_of_peak"] = 100 * b1_gflops / peak
-    return row
+    return row, sc_1
 
 
-def implementations(trained: Any, bundle: Any) -> list[Impl]:
+def implementations(setup: Setup) -> list[Impl]:
     """PyTorch eager first (the baseline), then every backend × precision via Scorer.
 
     One extra row, "litert int8 xnnpack", runs the int8 TFLite file on the XNNPACK delegate
@@ -324,14 +425,18 @@ def implementations(trained: Any, bundle: Any) -> list[Impl]:
     from agent.backends.litert_backend import LiteRtBackend
     from agent.scoring import Scorer
 
-    base = TorchBaseline(trained, bundle)
+    base = TorchBaseline(setup.trained, setup.onnx_bundle)
     impls = [Impl("pytorch-eager fp32", base.infer, base.score_segments)]
-    for backend, fmt in (("onnxruntime", "onnx"), ("litert", "tflite")):
+    for backend, fmt, bundle in (
+        ("onnxruntime", "onnx", setup.onnx_bundle),
+        ("litert", "tflite", setup.tflite_bundle),
+    ):
         for precision in ("fp32", "int8"):
             loaded = bundle.artifacts[f"{fmt}-{precision}"]
             scorer = Scorer(bundle, loaded, create_backend(loaded, bundle, backend, threads=1))
             scorer.check_canary()
             impls.append(Impl(f"{backend} {precision}", scorer.backend.run, scorer.score_segments))
+    bundle = setup.tflite_bundle
     loaded = bundle.artifacts["tflite-int8"]
     fast = LiteRtBackend(
         loaded.spec, loaded.model, bundle.manifest.input.feature_dim, 1, kernels="xnnpack"
@@ -341,30 +446,79 @@ def implementations(trained: Any, bundle: Any) -> list[Impl]:
     return impls
 
 
-def bench_model(size: ModelSize, effort: Effort, peak: float, log: Callable[[str], None]) -> dict:
+def _step_parts(scorer: Any, segs: list[Any]) -> dict[str, Callable[[int], Any]]:
+    """One closure per part of ``scorer.score_segments(segs)``, on precomputed inputs."""
+    from agent.features import segment_features
+    from agent.rapp import (
+        channel_attribution,
+        nap_score,
+        pathway_differences,
+        recon_score,
+        sap_score,
+    )
+
+    kinds = scorer.bundle.manifest.input.features
+    nap, layers, weights = scorer._nap, scorer._layers, scorer._weights
+    x = segment_features(np.stack([s.samples for s in segs]), kinds)
+    p = scorer.backend.run(x)
+    d64 = pathway_differences(p.hidden, p.hidden_hat, layers).astype(np.float64)
+    return {
+        "features": lambda i: segment_features(np.stack([q.samples for q in segs]), kinds),
+        "inference": lambda i: scorer.backend.run(x),
+        "differences": lambda i: pathway_differences(p.hidden, p.hidden_hat, layers),
+        "nap (float64 GEMM)": lambda i: nap_score(d64, nap),
+        "sap": lambda i: sap_score(d64),
+        "recon": lambda i: recon_score(p.x, p.x_hat),
+        "attribution": lambda i: channel_attribution(p.x, p.x_hat, weights),
+        "whole step": lambda i: scorer.score_segments(segs),
+    }
+
+
+def breakdown(setup: Setup, segments: list[Any], effort: Effort) -> list[dict[str, Any]]:
+    """Median µs of each part of ``Scorer.score_segments`` (onnxruntime), batch 1 and 64.
+
+    Makes our own code's share of the step visible next to the inference.
+    """
+    from agent.scoring import open_scorer
+
+    rows = []
+    for precision in ("fp32", "int8"):
+        scorer = open_scorer(setup.onnx_bundle, "onnxruntime", precision)
+        for n in (1, BATCH):
+            reps = effort.reps_1 if n == 1 else effort.reps_64
+            timings = {
+                name: float(np.median(time_calls(fn, reps, effort.warmup)) * 1e6)
+                for name, fn in _step_parts(scorer, segments[:n]).items()
+            }
+            rows.append({"precision": precision, "batch": n, "us": timings, "nap_k": scorer._nap.k})
+    return rows
+
+
+def bench_model(setup: Setup, effort: Effort, peak: float, log: Callable[[str], None]) -> dict:
+    """Every implementation of ``setup`` at batch 1 and 64; b1 scoring samples kept for plots."""
     import torch
 
     from agent.features import Segment, segment_features
 
     torch.set_num_threads(1)
-    started = time.perf_counter()
-    trained, bundle, calib = build_model(size, effort)
-    log(f"  built the {size.name} bundle in {time.perf_counter() - started:.1f} s")
+    bundle = setup.onnx_bundle
     sizes = list(bundle.manifest.layer_sizes)
     flops = gemm_flops(sizes)
-    samples = np.ascontiguousarray(calib[:BATCH])
+    samples = np.ascontiguousarray(setup.segments[:BATCH])
     segments = [Segment(samples=s, start=i, stop=i + len(s)) for i, s in enumerate(samples)]
     x = segment_features(samples, bundle.manifest.input.features)
     rows_1 = [x[i : i + 1] for i in range(BATCH)]
 
     results = []
-    for impl in implementations(trained, bundle):
+    latency_us: dict[str, list[float]] = {}
+    for impl in implementations(setup):
         if impl.name.startswith("pytorch"):  # the research code scores sample arrays
             batch = (x, samples, rows_1, [samples[i : i + 1] for i in range(BATCH)])
         else:
             batch = (x, segments, rows_1, [[s] for s in segments])
-        row = measure(impl, batch, effort, flops, peak)
+        row, score_1 = measure(impl, batch, effort, flops, peak)
         results.append(row)
+        latency_us[impl.name] = (score_1 * 1e6).round(2).tolist()
         log(
             f"  {impl.name:<20} infer b1 p50 {row['inference']['batch1']['p50_us']:8.1f} µs   "
             f"score b1 p50 {row['scoring']['batch1']['p50_us']:8.1f} µs   "
@@ -379,17 +533,20 @@ def bench_model(size: ModelSize, effort: Effort, peak: float, log: Callable[[str
             row[step]["speedup_b64_vs_torch"] = (
                 row[step]["batch64"]["windows_per_s"] / baseline[step]["batch64"]["windows_per_s"]
             )
-    nap = bundle.artifacts["onnx-fp32"].nap
+    nap = {p: bundle.artifacts[f"onnx-{p}"].nap for p in ("fp32", "int8")}
+    parts = breakdown(setup, segments, effort) if setup.name == "default" else []
     return {
-        "model": size.name,
+        "model": setup.name,
+        "description": setup.description,
         "layer_sizes": sizes,
         "feature_dim": sizes[0],
-        "window": f"{len(CHANNELS)} channels x {size.window} samples",
         "gemm_flops_per_window": flops,
-        "nap_flops_per_window": 2 * nap.dim * nap.k,
-        "nap_dim": nap.dim,
-        "nap_k": nap.k,
+        "nap_dim": nap["fp32"].dim,
+        "nap_k": {p: v.k for p, v in nap.items()},
+        "nap_flops_per_window": {p: 2 * v.dim * v.k for p, v in nap.items()},
         "results": results,
+        "breakdown": parts,
+        "score_b1_latency_us": latency_us,
     }
 
 
@@ -397,18 +554,13 @@ def bench_model(size: ModelSize, effort: Effort, peak: float, log: Callable[[str
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     lines = [
         "# Scoring speed",
         "",
-        f"- CPU: {m['cpu']} ({m['cores']} cores, {m['machine']}); one thread everywhere",
-        f"- Python {m['python']}; {versions}",
+        *machine_lines(report["machine"]),
         f"- float32 GEMM peak, one core: {report['peak']['gflops']:.1f} GFLOP/s "
-        f"(numpy sgemm n={report['peak']['n']})",
-        f"- load average at start / end: {m['load_average_at_start']} / "
-        f"{m.get('load_average_at_end')} "
-        f"({'quick smoke run' if report['quick'] else 'full run'}, {m['date']})",
+        f"(numpy sgemm n={report['peak']['n']}); one thread everywhere; "
+        f"{'quick smoke run' if report['quick'] else 'full run'}",
         "",
         "Inference = pathway only; scoring = features + pathway + Recon/SAP/NAP + attribution "
         "(`Scorer.score_segments`). b1 = batch 1 latency (µs), b64 = batch 64 throughput "
@@ -421,34 +573,85 @@ def markdown(report: dict[str, Any]) -> str:
     for model in report["models"]:
         lines += [
             "",
-            f"## {model['model']}: {model['window']} → layers {model['layer_sizes']}",
+            f"## {model['model']}: layers {model['layer_sizes']}",
             "",
-            f"GEMM FLOPs per window {model['gemm_flops_per_window']:,} (+ NAP "
-            f"{model['nap_flops_per_window']:,}: M={model['nap_dim']}, k={model['nap_k']})",
+            f"{model['description'][0].upper()}{model['description'][1:]}.",
             "",
-            "| implementation | infer b1 p50 | infer b1 p99 | score b1 p50 | score b1 p99 "
-            "| infer b64 win/s | score b64 win/s | infer GFLOP/s b64 | % peak "
-            "| × torch infer b1 | × torch score b1 | × torch score b64 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"GEMM FLOPs per window {model['gemm_flops_per_window']:,} (+ NAP projection "
+            f"M={model['nap_dim']} × k={model['nap_k']['fp32']} fp32 / "
+            f"{model['nap_k']['int8']} int8 in float64)",
+            "",
+            *scoring_table(model),
         ]
-        for row in model["results"]:
-            inf, sc = row["inference"], row["scoring"]
-            lines.append(
-                f"| {row['implementation']} | {inf['batch1']['p50_us']:.1f} | "
-                f"{inf['batch1']['p99_us']:.1f} | {sc['batch1']['p50_us']:.1f} | "
-                f"{sc['batch1']['p99_us']:.1f} | {inf['batch64']['windows_per_s']:,.0f} | "
-                f"{sc['batch64']['windows_per_s']:,.0f} | {inf['batch64']['gflops']:.2f} | "
-                f"{inf['batch64']['pct_of_peak']:.1f} | {inf['speedup_b1_vs_torch']:.1f} | "
-                f"{sc['speedup_b1_vs_torch']:.1f} | "
-                f"{sc['speedup_b64_vs_torch']:.1f} |"
-            )
+        if model["breakdown"]:
+            lines += ["", "Where the scoring step's time goes (onnxruntime, median µs per call):"]
+            lines += [""]
+            lines += breakdown_table(model["breakdown"])
+    lines += ["", "![b1 latency](plots/scoring_latency.png)"]
     return "\n".join(lines) + "\n"
+
+
+def scoring_table(model: dict[str, Any]) -> list[str]:
+    lines = [
+        "| implementation | infer b1 p50 | infer b1 p99 | score b1 p50 | score b1 p99 "
+        "| infer b64 win/s | score b64 win/s | infer GFLOP/s b64 | % peak "
+        "| × torch infer b1 | × torch score b1 | × torch score b64 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in model["results"]:
+        inf, sc = row["inference"], row["scoring"]
+        lines.append(
+            f"| {row['implementation']} | {inf['batch1']['p50_us']:.1f} | "
+            f"{inf['batch1']['p99_us']:.1f} | {sc['batch1']['p50_us']:.1f} | "
+            f"{sc['batch1']['p99_us']:.1f} | {inf['batch64']['windows_per_s']:,.0f} | "
+            f"{sc['batch64']['windows_per_s']:,.0f} | {inf['batch64']['gflops']:.2f} | "
+            f"{inf['batch64']['pct_of_peak']:.1f} | {inf['speedup_b1_vs_torch']:.1f} | "
+            f"{sc['speedup_b1_vs_torch']:.1f} | {sc['speedup_b64_vs_torch']:.1f} |"
+        )
+    return lines
+
+
+def breakdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    parts = list(rows[0]["us"])
+    lines = [
+        "| precision | batch | " + " | ".join(parts) + " |",
+        "|---|---:|" + "---:|" * len(parts),
+    ]
+    for row in rows:
+        cells = " | ".join(f"{row['us'][p]:.1f}" for p in parts)
+        lines.append(f"| {row['precision']} | {row['batch']} | {cells} |")
+    return lines
+
+
+def plot_latency(report: dict[str, Any], path: Path) -> None:
+    """Histogram of batch-1 whole-step latency per implementation, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = report["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for name, values in model["score_b1_latency_us"].items():
+            v = np.asarray(values)
+            hi = np.percentile(v, 99.5)
+            ax.hist(v[v <= hi], bins=60, histtype="step", label=name, linewidth=1.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("whole scoring step, batch 1 [µs] (≤ p99.5)")
+        ax.set_ylabel("calls")
+        ax.set_title(f"{model['model']} model {model['layer_sizes']}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="CI smoke run: < 60 s, few repetitions")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--quick", action="store_true", help="CI smoke run: few repetitions")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     effort = QUICK if args.quick else FULL
     started = time.perf_counter()
@@ -456,9 +659,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak = sgemm_peak(args.quick)
     print(f"{info['cpu']}, {info['cores']} cores; one-core sgemm peak {peak['gflops']:.1f} GFLOP/s")
     models = []
-    for size in SIZES:
-        print(f"model {size.name} ({size.window} samples × {len(CHANNELS)} channels):")
-        models.append(bench_model(size, effort, peak["gflops"], print))
+    for name, make in (
+        ("default", lambda: setup_default(effort, print)),
+        ("large", lambda: setup_large(effort)),
+    ):
+        t0 = time.perf_counter()
+        setup = make()
+        print(f"model {name}: set up in {time.perf_counter() - t0:.1f} s")
+        models.append(bench_model(setup, effort, peak["gflops"], print))
     again = sgemm_peak(args.quick)
     if again["gflops"] > peak["gflops"]:  # the start was disturbed: rescale the % columns
         for model in models:
@@ -466,14 +674,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for batch in ("batch1", "batch64"):
                     row["inference"][batch]["pct_of_peak"] *= peak["gflops"] / again["gflops"]
         peak = again
-    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["load_average_at_end"] = load_average()
     report = {"quick": args.quick, "machine": info, "peak": peak, "models": models}
     report["elapsed_s"] = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scoring_speed.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot_latency(report, args.out / "plots" / "scoring_latency.png")
+    write_json(args.out / "scoring_speed.json", report)
     table = markdown(report)
-    (args.out / "scoring_speed.md").write_text(table)
-    print()
+    write_text(args.out / "scoring_speed.md", table)
     print(table)
     print(f"wrote {args.out / 'scoring_speed.json'} and .md in {report['elapsed_s']:.0f} s")
     return 0

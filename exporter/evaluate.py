@@ -17,6 +17,11 @@ Protocol (experiment-wise; see :func:`exporter.cnc.experiment_folds`):
 4. AUROC per score (Recon / SAP / NAP) and precision on windows (primary), and on the mean
    score per test experiment (secondary); reported as mean ± std over all seed × fold runs.
 
+With ``EvalConfig.tflite`` (``--tflite``) every fold also builds TFLite fp32 + int8 artifacts
+into the same bundle and scores them through the LiteRT backend, so TFLite int8 is reported
+next to ONNX int8 (AUROC, paired int8 − fp32 and Spearman ρ of NAP int8 vs fp32 on the test
+windows, SPEC §11).
+
 If the int8 fidelity floor of ``build_bundle`` trips, that fold reports fp32 only; the int8
 numbers are still measured with the floor lifted and recorded apart, with the fidelity
 report, so the quantization can be improved.
@@ -40,7 +45,7 @@ from agent.atomic import write_atomic
 from agent.bundle import load_bundle
 from agent.features import FeatureSpec, Normalization, Segmentation, segment_recording
 from agent.scoring import open_scorer
-from exporter.build import BuildSettings, build_bundle
+from exporter.build import BuildSettings, ExtraArtifacts, build_bundle
 from exporter.cnc import (
     SAMPLE_RATE_HZ,
     TASKS,
@@ -54,7 +59,7 @@ from exporter.cnc import (
     resolve_columns,
     task_labels,
 )
-from exporter.metrics import auroc
+from exporter.metrics import auroc, spearman
 from exporter.model import ExportError, TrainedModel
 from exporter.train import TrainSettings, train_autoencoder
 
@@ -97,6 +102,8 @@ class EvalConfig:
     n_folds: int = 5
     calibration_groups: int = 1
     quantize: bool = True
+    int8_activations: int = 16  # exporter.build.BuildSettings.int8_activations
+    tflite: bool = False  # also build and score TFLite artifacts (LiteRT backend)
 
     def quick(self) -> EvalConfig:
         """A smoke run (3 epochs, 3 folds): checks the path end to end; numbers mean little."""
@@ -201,21 +208,25 @@ def _quiet_export() -> Iterator[None]:
 
 
 def build_fold(
-    trained: TrainedModel, calib_segments: np.ndarray, settings: BuildSettings, log: Log
+    trained: TrainedModel,
+    calib_segments: np.ndarray,
+    settings: BuildSettings,
+    log: Log,
+    extra: ExtraArtifacts | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Bundle bytes and the int8 status: ``ok``, ``below_floor`` (floor lifted to measure
     int8 anyway; the fold counts as fp32 only) or ``off``."""
     status: dict[str, Any] = {"int8": "ok" if settings.quantize else "off"}
     try:
         with _quiet_export():
-            built = build_bundle(trained, calib_segments, settings)
+            built = build_bundle(trained, calib_segments, settings, extra_artifacts=extra)
     except ExportError as err:
         if FIDELITY_MARK not in str(err):
             raise
         log(f"    int8 fidelity floor tripped: {err}")
         lifted = replace(settings, min_spearman=-1.0, max_auroc_drop=1.0)
         with _quiet_export():
-            built = build_bundle(trained, calib_segments, lifted)
+            built = build_bundle(trained, calib_segments, lifted, extra_artifacts=extra)
         status = {"int8": "below_floor", "error": str(err)}
     status["fidelity"] = built.report.get("fidelity", {})
     status["nap_k"] = {a["id"]: a["nap_k"] for a in built.manifest["artifacts"]}
@@ -223,13 +234,16 @@ def build_fold(
 
 
 def score_experiments(
-    bundle_bytes: bytes, features: Mapping[int, np.ndarray], precisions: Sequence[str]
+    bundle_bytes: bytes,
+    features: Mapping[int, np.ndarray],
+    precisions: Sequence[str],
+    backend: str = "onnxruntime",
 ) -> dict[str, dict[int, dict[str, np.ndarray]]]:
     """precision → experiment → score name → per-window scores, via the agent's scorer."""
     bundle = load_bundle(bundle_bytes)
     out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     for precision in precisions:
-        scorer = open_scorer(bundle, "onnxruntime", precision)
+        scorer = open_scorer(bundle, backend, precision)
         out[precision] = {}
         for n, x in features.items():
             scores = scorer.score(x)
@@ -272,13 +286,27 @@ def run_fold(
         bundle_id=f"cnc-{task}-s{split.seed}-f{split.fold}",
         robot="cnc-mill",
         quantize=config.quantize,
+        int8_activations=config.int8_activations,
         seed=split.seed,
     )
-    data, status = build_fold(trained, calib, settings, log)
+    extra = None
+    if config.tflite:
+        from exporter.tflite_export import tflite_artifacts
+
+        extra = tflite_artifacts(int8=config.quantize, activations=config.int8_activations)
+    data, status = build_fold(trained, calib, settings, log, extra)
     precisions = ("fp32", "int8") if config.quantize else ("fp32",)
     test = {n: inputs.features[n] for n in split.test}
     scored = score_experiments(data, test, precisions)
     metrics = {p: fold_metrics(scored[p], labels) for p in precisions}
+    spearman_nap = {}
+    if config.quantize:
+        spearman_nap["onnx"] = _nap_spearman(scored)
+    if config.tflite:
+        lite = score_experiments(data, test, precisions, backend="litert")
+        metrics.update({f"tflite-{p}": fold_metrics(lite[p], labels) for p in precisions})
+        if config.quantize:
+            spearman_nap["tflite"] = _nap_spearman(lite)
     history = trained.history
     result = {
         "split": split.to_json(),
@@ -296,6 +324,7 @@ def run_fold(
         },
         "int8_status": status,
         "metrics": metrics,
+        "spearman_nap_int8_vs_fp32": spearman_nap,
         "seconds": {"train": t_train, "total": time.perf_counter() - t0},
     }
     nap = {p: metrics[p]["window"]["nap"] for p in precisions}
@@ -303,9 +332,22 @@ def run_fold(
         f"  {task} seed {split.seed} fold {split.fold}: test normal {list(split.test_normal)} "
         f"NAP AUROC "
         + " ".join(f"{p} {v:.3f}" for p, v in nap.items())
+        + "".join(
+            f" tflite-{p} {metrics[f'tflite-{p}']['window']['nap']:.3f}"
+            for p in (precisions if config.tflite else ())
+        )
+        + "".join(f" ρ[{f}] {r:.4f}" for f, r in spearman_nap.items())
         + f" (int8 {status['int8']}, {result['seconds']['total']:.0f} s)"
     )
     return result
+
+
+def _nap_spearman(scored: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]) -> float:
+    """Spearman ρ of int8 vs fp32 NAP over every test window of a fold (SPEC §11)."""
+    numbers = sorted(scored["fp32"])
+    ref = np.concatenate([scored["fp32"][n]["nap"] for n in numbers])
+    got = np.concatenate([scored["int8"][n]["nap"] for n in numbers])
+    return spearman(got, ref)
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, Any]:
@@ -332,6 +374,21 @@ def summarize(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 for name in SCORES
             }
         out[level]["int8_minus_fp32"] = _paired_delta(folds, level)
+        if any("tflite-int8" in f["metrics"] for f in folds):
+            for precision in ("tflite-fp32", "tflite-int8"):
+                out[level][precision] = {
+                    name: _mean_std([f["metrics"][precision][level][name] for f in folds])
+                    for name in SCORES
+                }
+            out[level]["tflite_int8_minus_fp32"] = _paired_delta(folds, level, "tflite-")
+    for fmt in ("onnx", "tflite"):
+        rhos = [
+            f["spearman_nap_int8_vs_fp32"][fmt]
+            for f in folds
+            if fmt in f.get("spearman_nap_int8_vs_fp32", {})
+        ]
+        if rhos:
+            out[f"spearman_nap_{fmt}"] = {**_mean_std(rhos), "min": float(np.min(rhos))}
     below = [f for f in folds if f["int8_status"]["int8"] == "below_floor"]
     out["int8_below_floor_runs"] = len(below)
     if below:
@@ -342,15 +399,17 @@ def summarize(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _paired_delta(folds: Sequence[Mapping[str, Any]], level: str) -> dict[str, Any]:
+def _paired_delta(
+    folds: Sequence[Mapping[str, Any]], level: str, prefix: str = ""
+) -> dict[str, Any]:
     """int8 − fp32 AUROC on the same runs, including those below the fidelity floor (their
-    int8 was measured with the floor lifted): the like-for-like quantization cost."""
-    runs = [f for f in folds if "int8" in f["metrics"]]
+    int8 was measured with the floor lifted): the like-for-like quantization cost.
+    ``prefix`` "tflite-" compares the TFLite pair."""
+    i8, f32 = f"{prefix}int8", f"{prefix}fp32"
+    runs = [f for f in folds if i8 in f["metrics"]]
     out = {}
     for name in SCORES:
-        deltas = [
-            f["metrics"]["int8"][level][name] - f["metrics"]["fp32"][level][name] for f in runs
-        ]
+        deltas = [f["metrics"][i8][level][name] - f["metrics"][f32][level][name] for f in runs]
         stat = _mean_std(deltas)
         stat["max_abs"] = float(np.max(np.abs(deltas))) if deltas else None
         out[name] = stat
@@ -416,6 +475,45 @@ def _delta(stat: Mapping[str, Any]) -> str:
     if not stat.get("n"):
         return "–"
     return f"{stat['mean']:+.3f} ± {stat['std']:.3f}"
+
+
+def tflite_table(tasks: Mapping[str, Mapping[str, Any]], level: str = "window") -> str:
+    """Markdown: ONNX and TFLite int8 − fp32 (paired) side by side, and NAP Spearman ρ int8
+    vs fp32 on the test windows; empty when no run built TFLite artifacts."""
+    lines = [
+        "| task | score | ONNX fp32 | ONNX int8 − fp32 | TFLite fp32 | TFLite int8 − fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
+    found = False
+    for task, result in tasks.items():
+        summary = result["summary"][level]
+        if "tflite_int8_minus_fp32" not in summary:
+            continue
+        found = True
+        for name in SCORES:
+            label = "Recon" if name == "recon" else name.upper()
+            lines.append(
+                f"| {task.upper()} | {label} | {_cell(summary['fp32'][name])} | "
+                f"{_delta(summary['int8_minus_fp32'][name])} | "
+                f"{_cell(summary['tflite-fp32'][name])} | "
+                f"{_delta(summary['tflite_int8_minus_fp32'][name])} |"
+            )
+    return "\n".join(lines) if found else ""
+
+
+def spearman_lines(tasks: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line per task and format: NAP Spearman ρ int8 vs fp32 on the test windows."""
+    out = []
+    for task, result in tasks.items():
+        for fmt in ("onnx", "tflite"):
+            stat = result["summary"].get(f"spearman_nap_{fmt}")
+            if stat:
+                out.append(
+                    f"- {task.upper()} {fmt}: NAP Spearman ρ int8 vs fp32 on the test windows "
+                    f"{stat['mean']:.4f} ± {stat['std']:.4f} (min {stat['min']:.4f}, "
+                    f"{stat['n']} runs)"
+                )
+    return "\n".join(out)
 
 
 def fold_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
@@ -489,6 +587,13 @@ def markdown_report(results: Mapping[str, Any]) -> str:
             "",
             results_table(tasks, "window"),
             "",
+            spearman_lines(tasks),
+            "",
+            *(
+                ["ONNX vs TFLite (window level, paired over every run):", "", table, ""]
+                if (table := tflite_table(tasks))
+                else []
+            ),
             f"{below} of {runs} runs tripped build_bundle's int8 fidelity floor and count as fp32 "
             "only, so the int8 column averages a different (smaller) set of runs than fp32; "
             "compare precisions with the paired column. " + fid_line,
@@ -537,8 +642,14 @@ PROTOCOL = (
 )
 
 
-def _command(data_dir: Path, task: str, out: Path | None, seeds: int, quick: bool) -> str:
+def _command(
+    data_dir: Path, task: str, out: Path | None, seeds: int, quick: bool, cfg: EvalConfig
+) -> str:
     parts = ["rapp-export evaluate", f"--data {data_dir}", f"--task {task}", f"--seeds {seeds}"]
+    if cfg.tflite:
+        parts.append("--tflite")
+    if cfg.int8_activations != DEFAULT_CONFIG.int8_activations:
+        parts.append(f"--int8-activations {cfg.int8_activations}")
     if out is not None:
         parts.append(f"--out {out}")
     if quick:
@@ -587,7 +698,7 @@ def run_evaluation(
         log(f"{name.upper()}: {seeds} seed(s) × {cfg.n_folds} folds")
         tasks[name] = evaluate_task(root, name, cfg, seeds, log, experiments)
     results = {
-        "command": _command(Path(data_dir), task, out, seeds, quick),
+        "command": _command(Path(data_dir), task, out, seeds, quick, cfg),
         "quick": quick,
         "seeds": seeds,
         "config": cfg.to_json(),
@@ -597,6 +708,9 @@ def run_evaluation(
     }
     results["int8_fidelity"] = fidelity_summary(tasks)
     log("\nwindow-level AUROC (mean ± std over seed × fold runs)\n" + results_table(tasks))
+    log(spearman_lines(tasks))
+    if table := tflite_table(tasks):
+        log("\nONNX vs TFLite (window level)\n" + table)
     log("\nexperiment-level AUROC (mean score per experiment)\n")
     log(results_table(tasks, "experiment"))
     log(f"\n{results['runtime_s']:.0f} s")

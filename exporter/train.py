@@ -80,7 +80,14 @@ def train_autoencoder(
     loss_fn = nn.MSELoss()
     generator = torch.Generator().manual_seed(settings.seed)
     x_train, x_val = x[train_idx], x[val_idx]
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "grad_norm": []}
+    # grad_norm / grad_norm_max: per-epoch mean and max global gradient norm over batches,
+    # kept for the exploding/vanishing-gradient sanity check (exporter.sanity).
+    history: dict[str, list[float]] = {
+        "train_loss": [],
+        "val_loss": [],
+        "grad_norm": [],
+        "grad_norm_max": [],
+    }
     best_state, best_val, best_epoch, stale = None, float("inf"), -1, 0
     for epoch in range(settings.epochs):
         model.train()
@@ -104,6 +111,7 @@ def train_autoencoder(
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
         history["grad_norm"].append(float(np.mean(norms)) if norms else 0.0)
+        history["grad_norm_max"].append(float(np.max(norms)) if norms else 0.0)
         if progress:
             progress(epoch, train_loss, val_loss)
         if val_loss < best_val - 1e-9:
@@ -142,9 +150,12 @@ def plot_history(history: dict, path: str) -> None:
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("MSE")
     ax1.legend()
-    ax2.semilogy(history["grad_norm"])
+    ax2.semilogy(history["grad_norm"], label="mean")
+    if history.get("grad_norm_max"):
+        ax2.semilogy(history["grad_norm_max"], label="max")
+        ax2.legend()
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("mean gradient norm")
+    ax2.set_ylabel("gradient norm (per batch)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -76,6 +76,21 @@ class AlarmDefaults:
 
 
 @dataclass(frozen=True)
+class InputStatistics:
+    """Optional ``attribution`` field: calibration statistics of the model input (SPEC §10).
+
+    ``feature_mean``/``feature_std`` per input feature, ``deviation_mean``/``deviation_std``
+    per channel (of Σ_f ((x_f − m_f)/s_f)² over the channel's features). Bundles built
+    before this field existed have none; the agent then falls back to error shares.
+    """
+
+    feature_mean: tuple[float, ...]
+    feature_std: tuple[float, ...]
+    deviation_mean: tuple[float, ...]
+    deviation_std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
     raw: Mapping[str, Any]
     bundle_id: str
@@ -92,6 +107,7 @@ class Manifest:
     artifacts: tuple[ArtifactSpec, ...]
     alarm: AlarmDefaults
     files: Mapping[str, str]
+    attribution: InputStatistics | None = None
 
     @property
     def diff_dim(self) -> int:
@@ -209,6 +225,92 @@ def _parse_alarm(obj: Mapping[str, Any]) -> AlarmDefaults:
     return alarm
 
 
+def _float_list(
+    obj: Mapping[str, Any], key: str, size: int, where: str, signed: bool = False
+) -> tuple[float, ...]:
+    values = _field(obj, key, list, where)
+    ok = len(values) == size and all(
+        isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and abs(v) < float("inf")
+        and (signed or v >= 0)
+        for v in values
+    )
+    if not ok:
+        kind = "finite numbers" if signed else "finite numbers ≥ 0"
+        raise _fail(f"{where}.{key}", f"must list {size} {kind}; rebuild the bundle")
+    return tuple(float(v) for v in values)
+
+
+def _parse_attribution(obj: Any, n_features: int, n_channels: int) -> InputStatistics | None:
+    """The optional ``attribution`` field; absent (older bundles) → None."""
+    if obj is None:
+        return None
+    where = "attribution"
+    stats = InputStatistics(
+        feature_mean=_float_list(obj, "feature_mean", n_features, where, signed=True),
+        feature_std=_float_list(obj, "feature_std", n_features, where),
+        deviation_mean=_float_list(obj, "deviation_mean", n_channels, where),
+        deviation_std=_float_list(obj, "deviation_std", n_channels, where),
+    )
+    if min(stats.feature_std) <= 0 or min(stats.deviation_std) <= 0:
+        raise _fail(where, "has a spread ≤ 0; rebuild the bundle")
+    return stats
+
+
+def channel_error_stats(
+    artifact: ArtifactSpec, n_channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Mean and spread per channel of the artifact's calibration-scaled reconstruction error
+    (optional ``calibration.channel_error``); None when absent or not usable (older bundles)."""
+    entry = artifact.calibration.get("channel_error")
+    if not isinstance(entry, Mapping):
+        return None
+    mean, std = entry.get("mean"), entry.get("std")
+    if not (isinstance(mean, list) and isinstance(std, list)):
+        return None
+    if len(mean) != n_channels or len(std) != n_channels:
+        return None
+    try:
+        m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        return None
+    if not all(v == v and abs(v) < float("inf") for v in m + s) or min(s) <= 0:
+        return None
+    return m, s
+
+
+_LEGACY_QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
+
+
+def calibration_quantiles(
+    artifact: ArtifactSpec, score: str
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(levels, values) of the held-out calibration distribution of ``score``.
+
+    Reads the optional ``calibration.quantiles`` ({"levels": [...], "<score>": [...]}); older
+    bundles fall back to the p50/p90/p99/p999 statistics they always carried. None when
+    neither is usable. Lenient on purpose: drift monitoring is advisory.
+    """
+    table = artifact.calibration.get("quantiles")
+    if isinstance(table, Mapping):
+        levels, values = table.get("levels"), table.get(score)
+        if (
+            isinstance(levels, list)
+            and isinstance(values, list)
+            and len(levels) == len(values) >= 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in levels)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        ):
+            return tuple(float(v) for v in levels), tuple(float(v) for v in values)
+    stats = artifact.calibration.get(score)
+    if isinstance(stats, Mapping):
+        pairs = [(q, stats[k]) for k, q in _LEGACY_QUANTILES if isinstance(stats.get(k), float)]
+        if len(pairs) >= 2:
+            return tuple(q for q, _ in pairs), tuple(float(v) for _, v in pairs)
+    return None
+
+
 def parse_manifest(data: bytes) -> Manifest:
     """Parse and validate manifest.json bytes."""
     try:
@@ -272,4 +374,5 @@ def parse_manifest(data: bytes) -> Manifest:
         artifacts=artifacts,
         alarm=_parse_alarm(_field(raw, "alarm", Mapping, "")),
         files=dict(files),
+        attribution=_parse_attribution(raw.get("attribution"), spec.feature_dim, spec.n_channels),
     )

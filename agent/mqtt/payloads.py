@@ -403,6 +403,7 @@ def build_ota_status(
     total_bytes: int | None = None,
     reason: str | None = None,
     now: float | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Payload for the retained ``ota/status`` topic; ``reason`` is required for
     ``rejected`` and ``rolled_back``."""
@@ -420,4 +421,6 @@ def build_ota_status(
         payload["progress"] = {"received_bytes": received_bytes, "total_bytes": total_bytes}
     if reason:
         payload["reason"] = reason
+    if warnings:
+        payload["warnings"] = list(warnings)
     return payload

@@ -8,10 +8,11 @@ Tolerances, and why:
 - int8 artifacts are judged where it matters, on NAP ranking: Spearman ρ between the int8
   NAP (with its own NAP fit, as the bundle ships it) and NAP of the PyTorch fp32 reference
   ≥ ``INT8_MIN_SPEARMAN`` on normal + graded-fault windows, and the AUROC may not fall more
-  than ``INT8_MAX_AUROC_DROP``. Measured on this session model: ρ ≈ 0.94–0.95 for both
-  onnxruntime and LiteRT int8, AUROC 0.72 vs 0.70 fp32. ρ is bounded by NAP itself, which
-  whitens directions whose normal variance is comparable to int8 rounding (see the report
-  of :func:`exporter.fidelity.compare_precisions`), not by either runtime.
+  than ``INT8_MAX_AUROC_DROP`` — the SPEC §11 targets (0.98, 0.005). The int8 artifacts have
+  int8 weights and 16-bit activations (exporter.onnx_export, exporter.tflite_export): with
+  8-bit activations this session model measured ρ ≈ 0.94–0.95 for both runtimes, because NAP
+  whitens directions whose normal variance is comparable to 8-bit rounding; with 16-bit
+  activations ρ ≥ 0.99 (benchmarks/results/int8_fidelity.md).
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from exporter.metrics import auroc, spearman
 from tests.backends.conftest import CASES, Case, make_backend, unavailable
 
 FP32_RTOL = 1e-4
-INT8_MIN_SPEARMAN = 0.90
-INT8_MAX_AUROC_DROP = 0.03
-BATCH_RTOL = 1e-5
+INT8_MIN_SPEARMAN = 0.98
+INT8_MAX_AUROC_DROP = 0.005
+# Same row, different batch size. fp32: summation order only. int8 (16-bit activations):
+# onnxruntime runs them on float GEMM kernels that pick a different summation per batch size,
+# and a last-bit difference that lands on a 16-bit rounding boundary moves an activation by
+# one quantization step — measured ≤ 1.5e-3 relative in NAP on this model (12 of 64 rows).
+BATCH_RTOL = {"fp32": 1e-5, "int8": 5e-3}
 
 
 def _rel_error(got: np.ndarray, ref: np.ndarray) -> float:
@@ -75,16 +80,17 @@ def test_matches_pytorch_reference(case, scorer, bundle, contract):
 
 
 @pytest.mark.parametrize("sizes", [(1, 64, 7, 1), (64, 1, 64)], ids=["1-64-7-1", "64-1-64"])
-def test_any_batch_size_gives_the_same_rows(scorer, contract, sizes):
+def test_any_batch_size_gives_the_same_rows(case, scorer, contract, sizes):
     """Batch 1 (live) and 64 (catch-up) interleaved: resizing must not change any row."""
     x = contract.normal[:64]
+    rtol = BATCH_RTOL[case.precision]
     whole = scorer.score(x)
     for size in sizes:
         part = scorer.score(x[:size])
         assert part.nap.shape == (size,)
-        np.testing.assert_allclose(part.nap, whole.nap[:size], rtol=BATCH_RTOL, atol=1e-6)
+        np.testing.assert_allclose(part.nap, whole.nap[:size], rtol=rtol, atol=1e-6)
     single = np.concatenate([scorer.score(x[i : i + 1]).nap for i in range(len(x))])
-    np.testing.assert_allclose(single, whole.nap, rtol=BATCH_RTOL, atol=1e-6)
+    np.testing.assert_allclose(single, whole.nap, rtol=rtol, atol=1e-6)
 
 
 def test_whole_scoring_step_from_segments(scorer, bundle):
@@ -148,11 +154,14 @@ def test_input_is_float64_tolerant(scorer, contract):
 
 
 def test_two_threads_agree_with_one(case, bundle, contract):
+    """Thread count may change float summation order, nothing more; for int8 (16-bit
+    activations on float kernels, see BATCH_RTOL) that can move a value by one 16-bit step."""
     x = contract.normal[:64]
+    atol = 1e-5 if case.precision == "fp32" else 1e-3
     one = make_backend(case, bundle, threads=1).run(x)
     two = make_backend(case, bundle, threads=2).run(x)
     for a, b in zip(one.hidden_hat, two.hidden_hat, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol)
 
 
 def test_manifest_names_a_missing_output(case, bundle):

@@ -47,13 +47,17 @@ def test_batch_dimension_is_dynamic_and_interface_is_float(bundle, precision):
 
 
 def test_int8_is_full_integer_inside(bundle):
-    """Only the input and the 2L+1 dequantized outputs are float; weights int8, shared."""
+    """Only the input and the 2L+1 dequantized outputs are float; weights int8, shared;
+    activations int16 (the default 16x8 mode, see exporter.tflite_export)."""
     interp = _interpreter(bundle.artifacts["tflite-int8"].model)
     n_layers = len(bundle.manifest.layer_sizes) - 1
     tensors = interp.get_tensor_details()
     floats = [t for t in tensors if t["dtype"] == np.float32]
     assert len(floats) == 1 + 2 * n_layers + 1, [t["name"] for t in floats]
-    assert {t["dtype"] for t in tensors} <= {np.float32, np.int8, np.int32}
+    assert {t["dtype"] for t in tensors} <= {np.float32, np.int8, np.int16, np.int64}
+    # Batch-shaped int16 tensors: the activations of every layer of both passes (at least).
+    activations = [t for t in tensors if t["dtype"] == np.int16 and -1 in t["shape_signature"]]
+    assert len(activations) >= 3 * n_layers, [t["name"] for t in activations]
     weights = [
         t
         for t in tensors

@@ -219,3 +219,28 @@ def test_quick_evaluation_end_to_end(cnc_dir: Path, tmp_path: Path) -> None:
     assert nap["mean"] > 0.5  # the synthetic novel experiments are shifted: easy to detect
     markdown = out.with_suffix(".md").read_text()
     assert "| MI-V | NAP |" in markdown and "| MI-V | Recon |" in markdown
+
+
+def test_quick_evaluation_reports_tflite_next_to_onnx(cnc_dir: Path, tmp_path: Path) -> None:
+    """`evaluate --tflite`: every fold's bundle carries TFLite fp32/int8 too, scored through
+    the LiteRT backend and reported beside ONNX with int8-vs-fp32 NAP Spearman per format."""
+    from dataclasses import replace
+
+    from exporter.evaluate import DEFAULT_CONFIG, run_evaluation
+
+    out = tmp_path / "cnc_tflite.json"
+    config = replace(DEFAULT_CONFIG, tflite=True)
+    assert run_evaluation(cnc_dir, "mi-v", out, 1, True, config, log=lambda _m: None) == 0
+    results = json.loads(out.read_text())
+    assert "--tflite" in results["command"]
+    summary = results["tasks"]["mi-v"]["summary"]
+    for fold in results["tasks"]["mi-v"]["folds"]:
+        assert {"fp32", "int8", "tflite-fp32", "tflite-int8"} <= set(fold["metrics"])
+        rho = fold["spearman_nap_int8_vs_fp32"]
+        assert set(rho) == {"onnx", "tflite"} and all(-1.0 <= r <= 1.0 for r in rho.values())
+    assert summary["window"]["tflite_int8_minus_fp32"]["nap"]["n"] == len(
+        results["tasks"]["mi-v"]["folds"]
+    )
+    assert summary["spearman_nap_tflite"]["n"] == summary["spearman_nap_onnx"]["n"] > 0
+    markdown = out.with_suffix(".md").read_text()
+    assert "ONNX vs TFLite" in markdown and "MI-V tflite: NAP Spearman" in markdown

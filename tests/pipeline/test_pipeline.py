@@ -12,7 +12,7 @@ import torch
 
 from agent.bundle import load_bundle
 from agent.scoring import open_scorer
-from exporter.build import BuildSettings, build_bundle
+from exporter.build import BuildSettings, build_bundle, fidelity_floor
 from exporter.metrics import auroc, spearman
 from exporter.model import ExportError, PathwayModule
 from exporter.train import TrainSettings, train_autoencoder
@@ -49,12 +49,11 @@ def test_int8_ranks_like_fp32_on_held_out_windows(bundle_path, recordings, tmp_p
     nap = {p: np.array([float(r["nap"]) for r in rows]) for p, rows in outs.items()}
     labels = np.array([r["label"] != "" for r in outs["fp32"]])
     assert labels.any() and (~labels).any()
-    # Within each group (normal, faulted) scores are close, so int8 rounding reorders
-    # neighbours; what must hold is that int8 separates the groups as fp32 does. The ≥ 0.98
-    # figure on real held-out data is measured by `rapp-export evaluate` (README).
-    assert spearman(nap["int8"], nap["fp32"]) >= 0.95
+    # SPEC §11 targets for the default int8 scheme (int8 weights, 16-bit activations); on
+    # real held-out data they are measured by `rapp-export evaluate` (int8_fidelity.md).
+    assert spearman(nap["int8"], nap["fp32"]) >= 0.98
     auc = {p: auroc(s, labels) for p, s in nap.items()}
-    assert abs(auc["int8"] - auc["fp32"]) <= 0.01
+    assert abs(auc["int8"] - auc["fp32"]) <= 0.005
     assert auc["fp32"] > 0.95, "the injected fault must be detectable"
 
 
@@ -104,6 +103,48 @@ def test_fidelity_floor_fails_the_build(trained_model, calibration_segments):
     strict = BuildSettings(bundle_id="strict", min_spearman=1.01)
     with pytest.raises(ExportError, match="int8 fidelity below the floor"):
         build_bundle(trained_model, calibration_segments, strict)
+
+
+def test_int8_default_is_w8a16_gated_at_the_spec_targets(built_bundle):
+    """The default int8 artifact: int8 weights, 16-bit activations, gated at ρ 0.98 / 0.005."""
+    import onnx
+
+    fidelity = built_bundle.report["fidelity"]["onnx-int8"]
+    assert fidelity["int8_activations"] == 16
+    assert (fidelity["floor_spearman"], fidelity["max_auroc_drop"]) == (0.98, 0.005)
+    assert fidelity["spearman_nap"] >= 0.98
+    model = load_bundle(built_bundle.data).artifacts["onnx-int8"].model
+    zero_points = _zero_point_types(onnx.load_from_string(model))
+    types = onnx.TensorProto
+    assert zero_points == {types.UINT16, types.INT8, types.INT32}
+
+
+def test_8bit_activations_stay_available(built_bundle, trained_model, calibration_segments):
+    import onnx
+
+    from agent.features import segment_features
+    from exporter.onnx_export import quantize_int8
+
+    x = segment_features(calibration_segments[:128], trained_model.spec.features)
+    fp32 = load_bundle(built_bundle.data).artifacts["onnx-fp32"].model
+    narrow = onnx.load_from_string(quantize_int8(fp32, x, activations=8))
+    types = onnx.TensorProto
+    assert _zero_point_types(narrow) == {types.UINT8, types.INT8, types.INT32}
+    with pytest.raises(ExportError, match="choose 16 or 8"):
+        quantize_int8(fp32, x, activations=4)
+    floor = fidelity_floor(BuildSettings(bundle_id="b", int8_activations=8))
+    assert floor == (0.90, 0.03)
+
+
+def _zero_point_types(model) -> set[int]:
+    """Element types of every QuantizeLinear/DequantizeLinear zero point in a QDQ graph:
+    activations (U16 or U8), weights (S8) and biases (S32)."""
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    return {
+        inits[node.input[2]]
+        for node in model.graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2
+    }
 
 
 def test_manifest_records_what_the_spec_asks(built_bundle):
