@@ -55,6 +55,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,14 @@ class Plan:
     cost_s: float
     latency_s: float
     ingest_s: float
+    # The latency phase goes on (up to EXTRA_FEED_S more) until this many alarm events arrived,
+    # so a slow machine still yields a measurement instead of an empty table.
+    min_alarm_events: int = 2
 
 
 FULL = Plan((1, 4, 16), (1, 4, 16), warmup_s=5.0, cost_s=30.0, latency_s=60.0, ingest_s=20.0)
-QUICK = Plan((1,), (2,), warmup_s=1.0, cost_s=4.0, latency_s=10.0, ingest_s=4.0)
+QUICK = Plan((1,), (2,), warmup_s=1.0, cost_s=4.0, latency_s=10.0, ingest_s=6.0)
+EXTRA_FEED_S = 60.0
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -268,6 +273,58 @@ def wait_online(sub: Subscriber, agent: Agent, timeout: float = 60.0) -> None:
     raise BenchmarkError(f"agent not online after {timeout} s: {agent.log.read_text()[-2000:]}")
 
 
+def wait_frames_flowing(
+    sub: Subscriber, agent: Agent, robots: Sequence[str], timeout: float = 60.0
+) -> None:
+    """Until a status shows frames decoded for every robot.
+
+    ``online`` is published when the MQTT link connects, before the sources subscribe, so
+    it does not prove the agent receives frames yet.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not agent.alive():
+            raise BenchmarkError(f"agent exited: {agent.log.read_text()[-2000:]}")
+        entries = last_status(sub).get("robots", {})
+        if all(entries.get(r, {}).get("frames", {}).get("ok", 0) > 0 for r in robots):
+            return
+        time.sleep(0.1)
+    raise BenchmarkError(f"no frames decoded after {timeout} s: {agent.log.read_text()[-2000:]}")
+
+
+def wait_robots_listed(
+    sub: Subscriber, agent: Agent, robots: Sequence[str], timeout: float = 60.0
+) -> None:
+    """Until a status lists every robot: bundles loaded and sources started (subscribed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not agent.alive():
+            raise BenchmarkError(f"agent exited: {agent.log.read_text()[-2000:]}")
+        if set(robots) <= set(last_status(sub).get("robots", {})):
+            time.sleep(0.5)  # the SUBACK follows the status; loopback needs far less
+            return
+        time.sleep(0.1)
+    raise BenchmarkError(f"robots not listed after {timeout} s: {agent.log.read_text()[-2000:]}")
+
+
+def settled_frame_counts(sub: Subscriber, robots: Sequence[str]) -> dict[str, int]:
+    """Frames decoded per robot once two successive statuses agree (the feed has stopped)."""
+    previous: dict[str, int] = {}
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        time.sleep(1.1)  # status interval is 1 s
+        entries = last_status(sub).get("robots", {})
+        counts = {r: int(entries.get(r, {}).get("frames", {}).get("ok", 0)) for r in robots}
+        if counts == previous:
+            return counts
+        previous = counts
+    return previous
+
+
+def alarm_events(sub: Subscriber) -> int:
+    return sum(1 for _, topic, _ in sub.messages() if topic.endswith("/alarm"))
+
+
 def last_status(sub: Subscriber) -> dict[str, Any]:
     docs = [d for _, t, d in sub.messages() if t.endswith("/status") and d.get("robots")]
     return docs[-1] if docs else {}
@@ -429,28 +486,39 @@ def run_latency(work: Path, port: int, robots: int, plan: Plan) -> dict[str, Any
     stop = threading.Event()
     try:
         wait_online(sub, agent)
+        names = [f"arm{i}" for i in range(robots)]
+        wait_robots_listed(sub, agent, names)
         result: dict[str, int] = {}
+        longest = plan.warmup_s + plan.latency_s + EXTRA_FEED_S + 60
         feeder = threading.Thread(
-            target=lambda: result.update(
-                late=publish_frames(port, feeds, plan.warmup_s + plan.latency_s + 3, stop)
-            ),
+            target=lambda: result.update(late=publish_frames(port, feeds, longest, stop)),
             daemon=True,
         )
         feeder.start()
+        wait_frames_flowing(sub, agent, names)
         m = measure_agent(agent, sub, plan.warmup_s, plan.latency_s)
+        deadline = time.monotonic() + EXTRA_FEED_S
+        while alarm_events(sub) < plan.min_alarm_events and time.monotonic() < deadline:
+            time.sleep(0.2)
         stop.set()
         feeder.join(30)
-        time.sleep(1.0)
+        received = settled_frame_counts(sub, names)
     finally:
         stop.set()
         agent.stop()
         sub.stop()
+    # The agent numbers the frames it receives from 1; frames published before its
+    # subscription took effect are the difference (loopback loses none later: gaps are 0).
+    unseen = [
+        feed.count - received.get(name, feed.count) for feed, name in zip(feeds, names, strict=True)
+    ]
     latencies, kinds = [], {"raise": 0, "clear": 0}
     for arrived, topic, doc in sub.messages():
         if not topic.endswith("/alarm"):
             continue
-        feed = feeds[int(doc["robot"].removeprefix("arm"))]
-        done = completing_frame(feed, int(doc["seq"]["last"]))
+        index = int(doc["robot"].removeprefix("arm"))
+        feed = feeds[index]
+        done = completing_frame(feed, int(doc["seq"]["last"]) + unseen[index])
         if done is None or done not in feed.published:
             continue
         latencies.append((arrived - feed.published[done]) * 1000.0)
@@ -465,6 +533,7 @@ def run_latency(work: Path, port: int, robots: int, plan: Plan) -> dict[str, Any
         "rss_end_mb": m.rss.get("VmRSS"),
         "frames_published": sum(f.count for f in feeds),
         "publisher_late_ticks": result.get("late", -1),
+        "frames_before_subscription": unseen,
         "events": kinds,
         "frame_to_alarm_ms": {
             **percentiles(latencies, (50, 90, 99)),
@@ -479,14 +548,24 @@ def run_latency(work: Path, port: int, robots: int, plan: Plan) -> dict[str, Any
 
 
 def _sample_rate(sub: Subscriber, since: float) -> float:
-    """Samples/s from the growth of the robots' frame counters in status payloads."""
+    """Samples/s from the growth of the robots' frame counters in ``online`` status payloads.
+
+    Timed by each payload's own ``ts`` (when the agent read its counters): a busy agent sends
+    statuses late and in bursts, so arrival times would compress the interval.
+    """
     points = []
     for arrived, topic, doc in sub.messages():
-        if topic.endswith("/status") and doc.get("robots") and arrived >= since:
+        if (
+            topic.endswith("/status")
+            and doc.get("state") == "online"
+            and doc.get("robots")
+            and arrived >= since
+        ):
             ok = sum(int(r["frames"]["ok"]) for r in doc["robots"].values())
-            points.append((arrived, ok))
-    if len(points) < 2:
-        return float("nan")
+            stamp = datetime.fromisoformat(doc["ts"].replace("Z", "+00:00")).timestamp()
+            points.append((stamp, ok))
+    if len(points) < 2 or points[-1][0] - points[0][0] < 1.0:
+        raise BenchmarkError("ingest: fewer than two status reports 1 s apart; run longer")
     (t0, n0), (t1, n1) = points[0], points[-1]
     return (n1 - n0) / (t1 - t0)
 
