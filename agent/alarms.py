@@ -30,7 +30,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 EventKind = Literal["raise", "clear"]
@@ -276,6 +276,39 @@ class AlarmTracker:
         self._buffer.clear()
         if self._episode is not None:
             self._episode.below_count = 0
+
+    def take_over(self, previous: AlarmTracker) -> None:
+        """Carry on from ``previous`` (the tracker of the route this one replaces or restores):
+        its active alarm, if any, stays active here and its clear will reference its raise id;
+        if it had none, neither does this one. Smoothing and debounce history start afresh,
+        as the score scale may have changed with the model."""
+        if previous.robot != self.robot:
+            raise AlarmError(f"tracker of robot {previous.robot!r} taken over by {self.robot!r}")
+        self.reset()
+        episode = previous._episode
+        # A copy: the replaced route is kept for a rollback and must not see this one's updates.
+        self._episode = None if episode is None else replace(episode, below_count=0)
+
+    def resume(self, raised: AlarmEvent) -> None:
+        """Hold ``raised`` as the active alarm, e.g. one the previous agent process raised
+        and never cleared; it clears like any other, with ``raise_id = raised.id``."""
+        if raised.kind != "raise" or raised.robot != self.robot:
+            raise AlarmError(
+                f"cannot resume a {raised.kind} event of robot {raised.robot!r} in the tracker "
+                f"of robot {self.robot!r}: only a raise of the same robot"
+            )
+        self.reset()
+        window = WindowInfo(
+            start=raised.span_start,
+            end=raised.span_end,
+            seq_first=raised.seq_first,
+            seq_last=raised.seq_last,
+            program=raised.program,
+            contributions={c.channel: c.value for c in raised.contributions},
+        )
+        self._episode = _Episode(
+            raised, raised.peak_smoothed, window, raised.peak_smoothed / raised.threshold
+        )
 
     def update(
         self, score: float, threshold: float, window: WindowInfo, model: ModelRef

@@ -131,7 +131,9 @@ class Agent:
             self.outbox.put_json(
                 self.topics.meta, self._meta_payload(), kind="event", qos=1, retain=True
             )
-            self.publisher.publish_initial_state()
+            for robot, raised in self.publisher.unfinished_alarms().items():
+                self.robots[robot].pipeline.resume_alarm(raised)
+            self.publisher.publish_initial_state(self._active_alarm)
         self.ota.start(self.link)
         for runtime in self.robots.values():
             runtime.source.start()

@@ -17,6 +17,10 @@ Kinds and their guarantees:
   last few score samples on power loss is acceptable, an fsync per sample on an SD card is not.
   Acks are committed the same way: a lost ack only causes a duplicate delivery.
 
+The last payload ``put`` with ``retain`` on each topic is also kept (table ``retained``, same
+transaction as the message), so after a restart the agent knows what subscribers were last told
+— an active alarm is restored from it instead of silently vanishing.
+
 Drain order is alarms and events first (in insertion order), then telemetry (in insertion
 order), so a backlog of scores after an outage cannot delay an alarm.
 
@@ -70,6 +74,11 @@ CREATE INDEX IF NOT EXISTS messages_kind ON messages (kind, seq);
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retained (
+    topic   TEXT PRIMARY KEY,
+    payload BLOB NOT NULL,
+    updated REAL NOT NULL
 );
 """
 
@@ -300,6 +309,12 @@ class Outbox:
                         ),
                     )
                     self._bump(conn, "enqueued_total", 1)
+                    if retain:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO retained (topic, payload, updated) "
+                            "VALUES (?, ?, ?)",
+                            (topic, bytes(payload), time.time()),
+                        )
                     if kind == "telemetry":
                         self._trim_telemetry(conn)
             except sqlite3.IntegrityError as err:
@@ -396,6 +411,18 @@ class Outbox:
             except sqlite3.Error as err:
                 raise OutboxError(f"outbox {self.path}: ack of {msg_id!r} failed: {err}") from err
         return deleted > 0
+
+    def last_retained(self, topic: str) -> bytes | None:
+        """The payload last ``put`` with ``retain`` on ``topic`` (delivered or not), or None."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                row = conn.execute(
+                    "SELECT payload FROM retained WHERE topic = ?", (topic,)
+                ).fetchone()
+            except sqlite3.Error as err:
+                raise OutboxError(f"outbox {self.path}: read failed: {err}") from err
+        return None if row is None else bytes(row[0])
 
     def depth(self) -> dict[str, int]:
         """Queued messages per kind (every kind present, 0 if none)."""

@@ -225,8 +225,9 @@ class RobotPipeline:
         """Serve ``scorer``: replace the route of the same bundle id, or add a new one.
 
         Returns the replaced route (to roll back to), None when the bundle is new (a new
-        program joins the archive; other routes are untouched). Call from the thread that
-        calls :meth:`process`.
+        program joins the archive; other routes are untouched). An alarm active on the
+        replaced route stays active on the new one. Call from the thread that calls
+        :meth:`process`.
         """
         if scorer.bundle.manifest.input != self.spec:
             raise ValueError(
@@ -237,6 +238,7 @@ class RobotPipeline:
         self.drift.forget(route.model.bundle_id)
         for i, old in enumerate(self.routes):
             if old.model.bundle_id == route.model.bundle_id:
+                route.tracker.take_over(old.tracker)
                 self.routes[i] = route
                 return old
         self.routes.append(route)
@@ -244,13 +246,26 @@ class RobotPipeline:
         return None
 
     def restore(self, route: ModelRoute) -> None:
-        """Put back a route returned by :meth:`install` (rollback)."""
+        """Put back a route returned by :meth:`install` (rollback), with the alarm state of
+        the route it replaces (raised or cleared meanwhile), not the state it was left in."""
         self.drift.forget(route.model.bundle_id)
         for i, current in enumerate(self.routes):
             if current.model.bundle_id == route.model.bundle_id:
+                route.tracker.take_over(current.tracker)
                 self.routes[i] = route
                 return
         self.routes.append(route)
+
+    def resume_alarm(self, raised: AlarmEvent) -> None:
+        """Hold an alarm raised before a restart on the route of the model that raised it
+        (the first route if that model is no longer served)."""
+        if not self.routes:
+            return
+        route = next(
+            (r for r in self.routes if r.model.bundle_id == raised.model.bundle_id),
+            self.routes[0],
+        )
+        route.tracker.resume(raised)
 
     def remove(self, bundle_id: str) -> ModelRoute | None:
         """Stop serving ``bundle_id`` (rollback of a bundle that was new)."""

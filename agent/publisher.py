@@ -6,11 +6,20 @@ logged and handed to observers, nothing is queued for a broker that will never d
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
 from agent.alarms import AlarmEvent
-from agent.mqtt.payloads import AgentIdentity, ScoreStream, build_alarm, build_alarm_active
+from agent.mqtt.errors import PayloadError
+from agent.mqtt.payloads import (
+    AgentIdentity,
+    ScoreStream,
+    alarm_from_active,
+    build_alarm,
+    build_alarm_active,
+    iso_utc,
+)
 from agent.outbox import Outbox
 from agent.pipeline import PipelineResult, ScoredWindow
 from agent.topics import Topics
@@ -39,12 +48,39 @@ class ResultPublisher:
         self.event_observers: list[EventObserver] = []
         self.window_observers: list[WindowObserver] = []
 
-    def publish_initial_state(self) -> None:
-        """Retained 'no alarm' per robot: a fresh process holds no active alarm."""
+    def unfinished_alarms(self) -> dict[str, AlarmEvent]:
+        """Alarms the previous process raised and never cleared, by robot, read from the
+        ``alarm/active`` state it last queued. A state that cannot be read is logged and
+        skipped: the robot then starts without an alarm, as before this was kept."""
+        if self._outbox is None:
+            return {}
+        found: dict[str, AlarmEvent] = {}
+        for robot in self._streams:
+            raw = self._outbox.last_retained(self._topics.alarm_active(robot))
+            if raw is None:
+                continue
+            try:
+                raised = alarm_from_active(json.loads(raw), robot)
+            except (ValueError, PayloadError) as err:
+                log.warning("robot %s: last alarm state unreadable, starting clear: %s", robot, err)
+                continue
+            if raised is not None:
+                log.warning(
+                    "robot %s: alarm %s (raised %s) was active when the agent stopped; it stays "
+                    "active until scores fall below the clear level",
+                    robot,
+                    raised.id,
+                    iso_utc(raised.span_start),
+                )
+                found[robot] = raised
+        return found
+
+    def publish_initial_state(self, active: Callable[[str], AlarmEvent | None]) -> None:
+        """Retained alarm state per robot at start: 'no alarm', or the alarm carried over."""
         if self._outbox is None:
             return
         for robot in self._streams:
-            payload = build_alarm_active(self._identity.device, robot, None)
+            payload = build_alarm_active(self._identity.device, robot, active(robot))
             self._outbox.put_json(
                 self._topics.alarm_active(robot), payload, kind="event", qos=1, retain=True
             )
@@ -90,7 +126,9 @@ class ResultPublisher:
                 kind="alarm",
                 qos=1,
             )
-            active = alarm_active(event.robot)
+            # Another route of the robot may still hold an alarm; if none does, the state
+            # names the clear that ended it.
+            active = alarm_active(event.robot) or event
             self._outbox.put_json(
                 self._topics.alarm_active(event.robot),
                 build_alarm_active(self._identity.device, event.robot, active),

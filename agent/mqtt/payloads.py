@@ -173,6 +173,58 @@ def build_alarm_active(
     return payload
 
 
+def alarm_from_active(doc: Mapping[str, Any], robot: str) -> AlarmEvent | None:
+    """The raise event an ``alarm/active`` payload describes, or None if it holds no alarm.
+
+    The inverse of :func:`build_alarm_active` as far as that payload goes: the raise id,
+    severity, start, model, program, smoothed score, threshold and contributions. What it does
+    not carry (the deciding window's end and last frame) is taken from the start.
+    """
+    try:
+        if doc.get("schema") != "rapp/alarm_active/v1" or doc.get("robot") != robot:
+            raise PayloadError(
+                f"not an alarm_active/v1 payload of robot {robot!r}: "
+                f"schema {doc.get('schema')!r}, robot {doc.get('robot')!r}"
+            )
+        alarm = doc.get("alarm")
+        if not doc.get("active") or alarm is None:
+            return None
+        since = datetime.fromisoformat(str(alarm["since"]).replace("Z", "+00:00")).timestamp()
+        smoothed = _finite("smoothed", float(alarm["smoothed"]))
+        threshold = _finite("threshold", float(alarm["threshold"]))
+        if threshold <= 0:
+            raise PayloadError(f"threshold = {threshold!r}: must be > 0")
+        severity = alarm["severity"]
+        if severity not in ("warning", "critical"):
+            raise PayloadError(f"severity = {severity!r}: must be warning or critical")
+        contributions = tuple(
+            ChannelContribution(str(c["channel"]), float(c["value"]), float(c["share"]))
+            for c in alarm.get("contributions", [])
+        )
+        program = alarm.get("program")
+        return AlarmEvent(
+            id=str(alarm["raise_id"]),
+            kind="raise",
+            severity=severity,
+            robot=robot,
+            model=ModelRef(str(alarm["model"]["bundle_id"]), str(alarm["model"]["version"])),
+            program=None if program is None else str(program),
+            score=smoothed,
+            smoothed=smoothed,
+            peak_smoothed=smoothed,
+            threshold=threshold,
+            span_start=since,
+            span_end=since,
+            seq_first=int(alarm["seq_first"]),
+            seq_last=int(alarm["seq_first"]),
+            contributions=contributions,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        if isinstance(err, PayloadError):
+            raise
+        raise PayloadError(f"alarm_active payload of robot {robot!r}: {err!r}") from err
+
+
 # -- score telemetry ------------------------------------------------------------------------
 
 

@@ -236,3 +236,34 @@ def test_sustained_exceedance_raises_after_exactly_k_windows(
     tr = AlarmTracker("r1", cfg)
     events = run(tr, [2.0] * (cfg.k + extra))
     assert [(i, e.kind) for i, e in events] == [(cfg.k - 1, "raise")]
+
+
+# -- continuity across model swaps and restarts ---------------------------------------------
+
+
+def test_resumed_alarm_clears_with_the_original_raise_id() -> None:
+    before = tracker_with(alpha=1.0, k=1, n=1, clear_windows=2)
+    raised = run(before, [3.0])[0][1]
+    after = tracker_with(alpha=1.0, k=1, n=1, clear_windows=2)  # a new process
+    after.resume(raised)
+    assert after.active == raised
+    assert run(after, [2.0, 0.1]) == [], "no second raise; one low window is not enough"
+    cleared = after.update(0.1, 1.0, window(9), MODEL)
+    assert cleared is not None and cleared.kind == "clear" and cleared.raise_id == raised.id
+    assert cleared.severity == "critical", "the peak of the resumed episode counts (3 × thr)"
+    with pytest.raises(AlarmError, match="only a raise of the same robot"):
+        after.resume(cleared)
+
+
+def test_take_over_carries_the_active_alarm_and_not_later_updates() -> None:
+    old = tracker_with(alpha=1.0, k=1, n=1, clear_windows=1)
+    raised = run(old, [2.0])[0][1]
+    new = tracker_with(alpha=1.0, k=1, n=1, clear_windows=1)
+    new.take_over(old)
+    assert new.active == raised and new.smoothed is None
+    cleared = new.update(0.1, 1.0, window(5), MODEL)
+    assert cleared is not None and cleared.raise_id == raised.id
+    assert old.active == raised, "the replaced tracker is untouched (kept for a rollback)"
+    old.take_over(new)  # rollback after the clear: the alarm stays cleared
+    assert old.active is None
+    assert old.update(0.1, 1.0, window(6), MODEL) is None, "no duplicate clear"

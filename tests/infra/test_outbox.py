@@ -202,3 +202,17 @@ def test_put_is_durable_across_sigkill(tmp_path: Path) -> None:
     missing = [x for x in printed if x not in stored]
     assert not missing, f"{len(missing)} alarms lost after SIGKILL"
     assert len(printed) >= 150
+
+
+def test_last_retained_payload_is_kept_per_topic_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path) as box:
+        assert box.last_retained("r/active") is None
+        first = box.put("r/active", b"raised", kind="alarm", retain=True)
+        box.put("r/active", b"cleared", kind="alarm", retain=True)
+        box.put("r/alarm", b"event", kind="alarm")  # not retained: not kept
+        box.ack(first)
+        assert box.last_retained("r/active") == b"cleared"
+        assert box.last_retained("r/alarm") is None
+    with Outbox(path) as box:
+        assert box.last_retained("r/active") == b"cleared", "delivered or not, after reopen"

@@ -18,6 +18,7 @@ from agent.mqtt.payloads import (
     RobotHealth,
     RobotMeta,
     ScoreStream,
+    alarm_from_active,
     build_alarm,
     build_alarm_active,
     build_meta,
@@ -225,3 +226,28 @@ def test_numpy_scalars_from_the_pipeline_serialize(validators: Validators) -> No
     assert event is not None
     check(validators, "alarm", build_alarm(event, device="cell7"))
     check(validators, "alarm_active", build_alarm_active("cell7", "r1", event))
+
+
+def test_alarm_active_reads_back_the_raise_it_describes() -> None:
+    raised, cleared = raise_and_clear()
+    through_json = json.loads(dumps(build_alarm_active("cell7", "r1", raised)))
+    back = alarm_from_active(through_json, "r1")
+    assert back is not None
+    assert (back.id, back.kind, back.severity, back.robot, back.model, back.program) == (
+        raised.id,
+        "raise",
+        raised.severity,
+        "r1",
+        raised.model,
+        raised.program,
+    )
+    assert back.span_start == pytest.approx(raised.span_start, abs=1e-3)
+    assert (back.smoothed, back.threshold, back.seq_first) == (3.0, 1.0, 100)
+    assert [c.channel for c in back.contributions] == ["a1", "a2"]
+    assert alarm_from_active(build_alarm_active("cell7", "r1", cleared), "r1") is None
+    assert alarm_from_active(build_alarm_active("cell7", "r1", None), "r1") is None
+    with pytest.raises(PayloadError, match="robot 'r2'"):
+        alarm_from_active(through_json, "r2")
+    broken = {**through_json, "alarm": {**through_json["alarm"], "threshold": "x"}}
+    with pytest.raises(PayloadError, match="alarm_active payload of robot 'r1'"):
+        alarm_from_active(broken, "r1")

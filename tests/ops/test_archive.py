@@ -122,6 +122,21 @@ def test_installing_a_bundle_for_a_new_program_touches_no_other_route(scorers):
     assert route.tracker.stats() == before[1], "program-2 windows never reach program 1's route"
 
 
+def test_replacing_or_rolling_back_a_route_in_alarm_keeps_one_alarm_episode(scorers):
+    pipeline = RobotPipeline("r1", [scorers[1]], SETTINGS)
+    feeder = Feeder(pipeline)
+    raised = feeder.feed(ripple(currents(4000, seed=12)), program=1).events
+    assert [e.kind for e in raised] == ["raise"]
+    old = pipeline.install(scorers[1])  # an OTA update of the same bundle id
+    assert old is not None and pipeline.routes[0] is not old
+    assert pipeline.routes[0].tracker.active == raised[0], "the alarm survives the swap"
+    cleared = feeder.feed(currents(6000, seed=14), program=1).events
+    assert [(e.kind, e.raise_id) for e in cleared] == [("clear", raised[0].id)]
+    pipeline.restore(old)  # rollback after the clear
+    assert pipeline.routes[0] is old and old.tracker.active is None
+    assert not feeder.feed(currents(3000, seed=15), program=1).events, "no second clear"
+
+
 def test_dynamic_threshold_never_learns_from_alarm_windows(scorers):
     options = PipelineOptions(
         threshold="dynamic", dynamic=DynamicSettings(history=64, min_history=8, refit_every=4)
