@@ -3,7 +3,7 @@ PYTHON ?= .venv/bin/python
 
 .PHONY: bench bench-quick
 
-# Every benchmark and evaluation (~15 min on 2 cores); refreshes benchmarks/results/*.json,
+# Every benchmark and evaluation (~18 min on 2 idle cores); refreshes benchmarks/results/*.json,
 # *.md, plots, SUMMARY.md and the README's Performance / Detection quality sections.
 bench:
 	nice -n 10 $(PYTHON) -m benchmarks.run --readme README.md

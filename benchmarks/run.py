@@ -17,7 +17,7 @@ Runs, each in its own process (so each sets its own thread limits and frees its 
 5. :mod:`benchmarks.summary` — ``SUMMARY.md`` (SPEC §11 targets: measured figure and gap)
    and, with ``--readme``, the README's Performance and Detection quality sections.
 
-The full run takes about 15 minutes on 2 cores. ``--quick`` is the CI smoke run: every
+The full run takes about 18 minutes on 2 idle cores. ``--quick`` is the CI smoke run: every
 harness on small settings (the CNC evaluation on MI-V only, one seed, quick training), the
 speed-insensitive parts in parallel; it checks the harness works and asserts no speed. Exit
 status 1 if any part failed (the others still run and the summary shows what exists).

@@ -113,15 +113,26 @@ def streaming_targets(stream: dict[str, Any]) -> list[list[str]]:
             "met" if rss < 150 else f"{rss - 150:.0f} MB over",
         ]
     )
-    ing = stream["ingest"]["unpaced"]
-    rows.append(
-        [
-            "report the maximum sustained ingest rate",
-            f"{ing['samples_per_s']:,.0f} samples/s ≈ {ing['robot_equivalents']:.0f} robots",
-            "reported",
-        ]
-    )
+    rows.append(["report the maximum sustained ingest rate", ingest_text(stream), "reported"])
     return rows
+
+
+def ingest_text(stream: dict[str, Any]) -> str:
+    ingest = stream["ingest"]
+    peak = ingest["unpaced"]
+    text = (
+        f"unpaced peak {peak['samples_per_s']:,.0f} samples/s "
+        f"≈ {peak['robot_equivalents']:.0f} robots"
+    )
+    sustained = ingest.get("sustained")
+    if sustained:
+        return (
+            f"{sustained['samples_per_s']:,.0f} samples/s ≈ "
+            f"{sustained['robot_equivalents']:.0f} robots sustained without loss ({text})"
+        )
+    if "steps" in ingest:
+        return f"{text}; no paced run kept up, sustained is lower"
+    return text
 
 
 def quality_targets(quality: dict[str, Any], digits: dict[str, Any] | None) -> list[list[str]]:
@@ -282,11 +293,9 @@ def performance_tables(speed: dict[str, Any], stream: dict[str, Any], prefix: st
         rows,
         "llrrrrr",
     )
-    ing = stream["ingest"]["unpaced"]
     lines += [
         "",
-        f"Maximum sustained ingest: {ing['samples_per_s']:,.0f} samples/s "
-        f"(≈ {ing['robot_equivalents']:.0f} robots at 6 ch × 1 kHz) in one agent process.",
+        f"Maximum ingest in one agent process (robots at 6 ch × 1 kHz): {ingest_text(stream)}.",
         "",
         f"Plots: [scoring latency]({prefix}plots/scoring_latency.png), "
         f"[frame-to-alarm latency]({prefix}plots/streaming_latency.png).",

@@ -94,7 +94,9 @@ def test_streaming_measured_a_real_agent(quick_run: Path) -> None:
     latency = report["latency"][0]
     assert latency["frame_to_alarm_ms"]["n"] >= 1, "no alarm reached the subscriber"
     assert all(x > 0 for x in latency["latencies_ms"])
-    assert report["ingest"]["unpaced"]["samples_per_s"] > 0
+    ingest = report["ingest"]
+    assert ingest["unpaced"]["samples_per_s"] > 0
+    assert ingest["steps"] and all(step["samples_per_s"] > 0 for step in ingest["steps"])
 
 
 def test_summary_has_targets_and_tables(quick_run: Path) -> None:
