@@ -53,7 +53,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -261,50 +261,51 @@ def mqtt_robot(i: int) -> str:
     )
 
 
-def wait_online(sub: Subscriber, agent: Agent, timeout: float = 60.0) -> None:
+def wait_until(agent: Agent, done: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``done()`` until true; fail with the agent's log if it exits or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not agent.alive():
             raise BenchmarkError(f"agent exited: {agent.log.read_text()[-2000:]}")
-        for _, topic, doc in sub.messages():
-            if topic.endswith("/status") and doc.get("state") == "online":
-                return
-        time.sleep(0.2)
-    raise BenchmarkError(f"agent not online after {timeout} s: {agent.log.read_text()[-2000:]}")
+        if done():
+            return
+        time.sleep(0.1)
+    raise BenchmarkError(f"{what} after {timeout} s: {agent.log.read_text()[-2000:]}")
 
 
-def wait_frames_flowing(
-    sub: Subscriber, agent: Agent, robots: Sequence[str], timeout: float = 60.0
-) -> None:
-    """Until a status shows frames decoded for every robot.
+def wait_online(sub: Subscriber, agent: Agent) -> None:
+    wait_until(
+        agent,
+        lambda: any(
+            topic.endswith("/status") and doc.get("state") == "online"
+            for _, topic, doc in sub.messages()
+        ),
+        "agent not online",
+    )
+
+
+def wait_robots_listed(sub: Subscriber, agent: Agent, robots: Sequence[str]) -> None:
+    """Until a status lists every robot: bundles loaded and sources started (subscribed).
 
     ``online`` is published when the MQTT link connects, before the sources subscribe, so
-    it does not prove the agent receives frames yet.
+    it does not prove the agent takes frames yet.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not agent.alive():
-            raise BenchmarkError(f"agent exited: {agent.log.read_text()[-2000:]}")
+    wait_until(
+        agent,
+        lambda: set(robots) <= set(last_status(sub).get("robots", {})),
+        "robots not listed in status",
+    )
+    time.sleep(0.5)  # the SUBACK follows the status; loopback needs far less
+
+
+def wait_frames_flowing(sub: Subscriber, agent: Agent, robots: Sequence[str]) -> None:
+    """Until a status shows frames decoded for every robot."""
+
+    def flowing() -> bool:
         entries = last_status(sub).get("robots", {})
-        if all(entries.get(r, {}).get("frames", {}).get("ok", 0) > 0 for r in robots):
-            return
-        time.sleep(0.1)
-    raise BenchmarkError(f"no frames decoded after {timeout} s: {agent.log.read_text()[-2000:]}")
+        return all(entries.get(r, {}).get("frames", {}).get("ok", 0) > 0 for r in robots)
 
-
-def wait_robots_listed(
-    sub: Subscriber, agent: Agent, robots: Sequence[str], timeout: float = 60.0
-) -> None:
-    """Until a status lists every robot: bundles loaded and sources started (subscribed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not agent.alive():
-            raise BenchmarkError(f"agent exited: {agent.log.read_text()[-2000:]}")
-        if set(robots) <= set(last_status(sub).get("robots", {})):
-            time.sleep(0.5)  # the SUBACK follows the status; loopback needs far less
-            return
-        time.sleep(0.1)
-    raise BenchmarkError(f"robots not listed after {timeout} s: {agent.log.read_text()[-2000:]}")
+    wait_until(agent, flowing, "no frames decoded")
 
 
 def settled_frame_counts(sub: Subscriber, robots: Sequence[str]) -> dict[str, int]:
