@@ -219,9 +219,9 @@ def alarm_from_active(doc: Mapping[str, Any], robot: str) -> AlarmEvent | None:
             seq_last=int(alarm["seq_first"]),
             contributions=contributions,
         )
+    except PayloadError:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        if isinstance(err, PayloadError):
-            raise
         raise PayloadError(f"alarm_active payload of robot {robot!r}: {err!r}") from err
 
 
