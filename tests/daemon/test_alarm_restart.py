@@ -8,6 +8,7 @@ a second, unrelated alarm.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,7 @@ ALARM = "rapp/v1/ipc1/arm1/alarm"
 ACTIVE = "rapp/v1/ipc1/arm1/alarm/active"
 
 
-def ending_in_fault(path, normal: int = 3000, fault: int = 4000):
+def ending_in_fault(path: Path, normal: int = 3000, fault: int = 4000) -> Path:
     x = currents(normal + fault, seed=21)
     t = np.arange(fault) / 1000.0
     x[normal:, 1] += 3.0 * np.sin(2 * np.pi * 40.0 * t)
@@ -31,7 +32,7 @@ def test_alarm_active_at_sigkill_is_cleared_after_restart_with_its_raise_id(
 ):
     state = tmp_path / "state"
 
-    def config(recording) -> object:
+    def config(recording: Path) -> Path:
         return write_config(
             tmp_path / "agent.toml",
             state_dir=state,
