@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.backends import BACKEND_NAMES, BackendError
-from agent.bundle import BundleError, load_bundle
 from agent.config import ConfigError
+from agent.core.backends import BACKEND_NAMES, BackendError
+from agent.core.bundle import BundleError, load_bundle
+from agent.core.features import FeatureError
+from agent.core.recording import RecordingError
+from agent.core.scoring import ScoringError, open_scorer
 from agent.demo import DemoError
-from agent.features import FeatureError
 from agent.models import ModelLoadError
 from agent.ota.errors import OtaError
-from agent.recording import RecordingError
-from agent.scoring import ScoringError, open_scorer
 from agent.sources.base import SourceError
 
 EXIT_FAILED = 1

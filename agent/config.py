@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.backends import BACKEND_NAMES
-from agent.mqtt.errors import MqttSettingsError
-from agent.mqtt.settings import MqttSettings
+from agent.core.backends import BACKEND_NAMES
+from agent.sinks.mqtt.errors import MqttSettingsError
+from agent.sinks.mqtt.settings import MqttSettings
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SOURCE_KINDS = ("serial", "mqtt", "replay", "simulator")
@@ -64,7 +64,7 @@ class AlarmOverrides:
     debounce_n: int | None = None
     clear_ratio: float | None = None
     clear_windows: int | None = None
-    threshold: str = "fixed"  # or "dynamic" (Telemanom-style, agent/thresholds.py)
+    threshold: str = "fixed"  # or "dynamic" (Telemanom-style, agent/pipeline/thresholds.py)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from agent import __version__
-from agent.alarms import AlarmSettings
 from agent.config import AgentConfig, ConfigError, RobotConfig, resolve
-from agent.drift import DriftError, DriftSettings, WindowCapture
 from agent.models import column_selection, load_robot_scorers, trust_policy
-from agent.mqtt.link import MqttLink
-from agent.mqtt.payloads import (
+from agent.ota.manager import OtaManager
+from agent.pipeline.alarms import AlarmSettings
+from agent.pipeline.drift import DriftError, DriftSettings, WindowCapture
+from agent.pipeline.robot import PipelineOptions, RobotPipeline
+from agent.sdnotify import SdNotifier, WatchdogGate
+from agent.sinks.mqtt.link import MqttLink
+from agent.sinks.mqtt.payloads import (
     AgentIdentity,
     BundleInfo,
     ChannelMeta,
@@ -35,14 +38,11 @@ from agent.mqtt.payloads import (
     build_meta,
     build_status,
 )
-from agent.ota.manager import OtaManager
-from agent.outbox import Outbox
-from agent.pipeline import PipelineOptions, RobotPipeline
-from agent.publisher import ResultPublisher
-from agent.sdnotify import SdNotifier, WatchdogGate
+from agent.sinks.outbox import Outbox
+from agent.sinks.publisher import ResultPublisher
+from agent.sinks.topics import Topics
 from agent.sources.base import ChunkQueue, SampleChunk, Source
 from agent.sources.factory import build_source, channel_map_for
-from agent.topics import Topics
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.05

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.alarms import AlarmEvent
 from agent.config import (
     AgentConfig,
     AgentSection,
@@ -32,9 +31,10 @@ from agent.config import (
 )
 from agent.daemon import Agent
 from agent.models import default_bundle_path
-from agent.mqtt.settings import MqttSettings
-from agent.pipeline import ScoredWindow
+from agent.pipeline.alarms import AlarmEvent
+from agent.pipeline.robot import ScoredWindow
 from agent.sdnotify import SdNotifier
+from agent.sinks.mqtt.settings import MqttSettings
 
 
 class DemoError(RuntimeError):
@@ -230,7 +230,7 @@ def run_demo(
             broker = (host or "127.0.0.1", int(port_text))
         agent = Agent(demo_config(port, Path(tmp), broker), notifier=SdNotifier(None))
         agent.start()
-        assert agent.publisher is not None
+        assert agent.sinks.publisher is not None
         route = agent.robots["arm1"].pipeline.routes[0]
         record.threshold = route.threshold
 
@@ -240,8 +240,8 @@ def run_demo(
             record.smoothed.append(w.smoothed if w.smoothed is not None else w.score)
             record.last = w
 
-        agent.publisher.window_observers.append(on_window)
-        agent.publisher.event_observers.append(record.events.append)
+        agent.sinks.publisher.window_observers.append(on_window)
+        agent.sinks.publisher.event_observers.append(record.events.append)
         rms_probe = agent.robots["arm1"]
         original = rms_probe.pipeline.process
 

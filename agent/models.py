@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.bundle import Bundle, BundleError, TrustPolicy, load_bundle
 from agent.config import AgentConfig, ConfigError, resolve
-from agent.scoring import Scorer, ScoringError, open_scorer
+from agent.core.bundle import Bundle, BundleError, TrustPolicy, load_bundle
+from agent.core.scoring import Scorer, ScoringError, open_scorer
 
 log = logging.getLogger(__name__)
 DEFAULT_BUNDLE = "default"

@@ -12,11 +12,11 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.alarms import AlarmSettings
-from agent.atomic import write_atomic
-from agent.pipeline import RobotPipeline, ScoredWindow
-from agent.recording import Recording, read_recording
-from agent.scoring import Scorer
+from agent.core.atomic import write_atomic
+from agent.core.recording import Recording, read_recording
+from agent.core.scoring import Scorer
+from agent.pipeline.alarms import AlarmSettings
+from agent.pipeline.robot import RobotPipeline, ScoredWindow
 from agent.sources.base import ChunkQueue
 from agent.sources.replay_source import ReplaySource
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.atomic import write_atomic
+from agent.core.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -17,7 +17,7 @@ images with the exporter's training code (``exporter.train.train_autoencoder``: 
 MLP, Adam, MSE, early stopping on a validation split), built into a real bundle with
 ``exporter.build.build_bundle`` (ONNX fp32 + int8 static QDQ; NAP fitted on the normal training
 images, as the paper does), loaded with the agent's loader and scored with
-``agent.scoring.open_scorer`` (onnxruntime) on every test image. Each image is one "segment":
+``agent.core.scoring.open_scorer`` (onnxruntime) on every test image. Each image is one "segment":
 64 pixels / 16 as a single channel of length 64. AUROC of Recon, SAP and NAP per class,
 averaged over the 10 classes (seeds fixed).
 
@@ -118,9 +118,9 @@ def run_case(
     effort: Effort,
 ) -> dict[str, Any]:
     """Train, build and score one (protocol, class) case; AUROC per score and precision."""
-    from agent.bundle.loader import load_bundle
-    from agent.features import FeatureSpec, Normalization, Segmentation, segment_features
-    from agent.scoring import open_scorer
+    from agent.core.bundle.loader import load_bundle
+    from agent.core.features import FeatureSpec, Normalization, Segmentation, segment_features
+    from agent.core.scoring import open_scorer
     from exporter.build import BuildSettings, build_bundle
     from exporter.model import TrainedModel
     from exporter.train import TrainSettings, train_autoencoder

@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.alarms import AlarmEvent, AlarmSettings
-from agent.bundle import load_bundle
+from agent.core.bundle import load_bundle
+from agent.core.scoring import Scorer, open_scorer
 from agent.models import default_bundle_path
-from agent.pipeline import PipelineOptions, RobotPipeline, ScoredWindow
-from agent.scoring import Scorer, open_scorer
+from agent.pipeline.alarms import AlarmEvent, AlarmSettings
+from agent.pipeline.robot import PipelineOptions, RobotPipeline, ScoredWindow
+from agent.pipeline.thresholds import DynamicSettings
 from agent.sources.base import SampleChunk
-from agent.thresholds import DynamicSettings
 from benchmarks.common import RESULTS, machine_info, machine_lines, md_table, write_json, write_text
 from exporter.metrics import auroc
 from exporter.sim_report import (

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.atomic import write_atomic
-from agent.features import (
+from agent.core.atomic import write_atomic
+from agent.core.features import (
     FeatureSpec,
     Normalization,
     Segmentation,

@@ -157,8 +157,8 @@ def build_model(size: ModelSize, effort: Effort) -> tuple[Any, Any, np.ndarray]:
     Fidelity gates are relaxed: this measures speed, and a briefly trained model is no guide
     to int8 quality (exporter.fidelity measures that).
     """
-    from agent.bundle.loader import load_bundle
-    from agent.features import FeatureSpec, Normalization, Segmentation, segment_recording
+    from agent.core.bundle.loader import load_bundle
+    from agent.core.features import FeatureSpec, Normalization, Segmentation, segment_recording
     from exporter.build import BuildSettings, build_bundle
     from exporter.model import TrainedModel
     from exporter.tflite_export import tflite_candidates
@@ -251,7 +251,7 @@ def _torch_from_onnx(bundle: Any) -> Any:
 
 def simulated_cycles(bundle: Any, seconds: float, seed: int = 2) -> np.ndarray:
     """Normalized program-1 cycles from the firmware simulator, cut with the bundle's spec."""
-    from agent.features import segment_recording
+    from agent.core.features import segment_recording
     from firmware_config.channel_map import load_builtin_map
     from firmware_config.simulator import SimulationConfig, Simulator, concatenate
 
@@ -271,7 +271,7 @@ def simulated_cycles(bundle: Any, seconds: float, seed: int = 2) -> np.ndarray:
 
 def setup_default(effort: Effort, log: Callable[[str], None]) -> Setup:
     """The shipped bundle; LiteRT artifacts rebuilt from its weights (it ships ONNX only)."""
-    from agent.bundle.loader import load_bundle
+    from agent.core.bundle.loader import load_bundle
     from exporter.build import BuildSettings, build_bundle
     from exporter.model import TrainedModel
     from exporter.tflite_export import tflite_candidates
@@ -347,7 +347,7 @@ class TorchBaseline:
             return self.model.pathway(self.torch.from_numpy(x))
 
     def score_segments(self, samples: np.ndarray) -> np.ndarray:
-        from agent.features import segment_features
+        from agent.core.features import segment_features
 
         torch = self.torch
         x = torch.from_numpy(segment_features(samples, self.kinds))
@@ -418,12 +418,12 @@ def implementations(setup: Setup) -> list[Impl]:
     """PyTorch eager first (the baseline), then every backend × precision via Scorer.
 
     One extra row, "litert int8 xnnpack", runs the int8 TFLite file on the XNNPACK delegate
-    instead of the built-in kernels the agent uses (see agent/backends/litert_backend.py):
+    instead of the built-in kernels the agent uses (see agent/core/backends/litert_backend.py):
     faster, but its scores differ from the bundle's golden canary, so it is not what ships.
     """
-    from agent.backends import create_backend
-    from agent.backends.litert_backend import LiteRtBackend
-    from agent.scoring import Scorer
+    from agent.core.backends import create_backend
+    from agent.core.backends.litert_backend import LiteRtBackend
+    from agent.core.scoring import Scorer
 
     base = TorchBaseline(setup.trained, setup.onnx_bundle)
     impls = [Impl("pytorch-eager fp32", base.infer, base.score_segments)]
@@ -448,8 +448,8 @@ def implementations(setup: Setup) -> list[Impl]:
 
 def _step_parts(scorer: Any, segs: list[Any]) -> dict[str, Callable[[int], Any]]:
     """One closure per part of ``scorer.score_segments(segs)``, on precomputed inputs."""
-    from agent.features import segment_features
-    from agent.rapp import (
+    from agent.core.features import segment_features
+    from agent.core.rapp import (
         channel_attribution,
         nap_score,
         pathway_differences,
@@ -479,7 +479,7 @@ def breakdown(setup: Setup, segments: list[Any], effort: Effort) -> list[dict[st
 
     Makes our own code's share of the step visible next to the inference.
     """
-    from agent.scoring import open_scorer
+    from agent.core.scoring import open_scorer
 
     rows = []
     for precision in ("fp32", "int8"):
@@ -498,7 +498,7 @@ def bench_model(setup: Setup, effort: Effort, peak: float, log: Callable[[str], 
     """Every implementation of ``setup`` at batch 1 and 64; b1 scoring samples kept for plots."""
     import torch
 
-    from agent.features import Segment, segment_features
+    from agent.core.features import Segment, segment_features
 
     torch.set_num_threads(1)
     bundle = setup.onnx_bundle

@@ -376,8 +376,7 @@ def render(out: Path, prefix: str = "") -> tuple[str, str, str]:
     targets.append(
         [
             "Reliability (no alarm lost, no crash on any byte stream, bad bundles rejected)",
-            "checked by the test suite (tests/infra, tests/daemon, tests/firmware, tests/ota), "
-            "not by these benchmarks",
+            "checked by the test suite (tests/unit, tests/e2e), not by these benchmarks",
             "–",
         ]
     )

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from agent import __version__
-from agent.backends import backend_class, create_backend
-from agent.bundle.archive import pack_archive
-from agent.bundle.loader import load_bundle, sha256_hex
-from agent.bundle.manifest import (
+from agent.core.backends import backend_class, create_backend
+from agent.core.bundle.archive import pack_archive
+from agent.core.bundle.loader import load_bundle, sha256_hex
+from agent.core.bundle.manifest import (
     ARRAYS_NAME,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -38,8 +38,8 @@ from agent.bundle.manifest import (
     ArtifactSpec,
     PathwayIO,
 )
-from agent.features import segment_features
-from agent.rapp import (
+from agent.core.features import segment_features
+from agent.core.rapp import (
     NapParams,
     attribution_weights,
     fit_channel_standardizer,
@@ -49,7 +49,7 @@ from agent.rapp import (
     recon_score,
     sap_score,
 )
-from agent.scoring import Scorer
+from agent.core.scoring import Scorer
 from exporter.metrics import auroc, spearman
 from exporter.model import ExportError, PathwayModule, TrainedModel
 from exporter.onnx_export import export_pathway_onnx, pathway_io, quantize_int8
@@ -58,7 +58,7 @@ from exporter.sanity import enforce, run_sanity_checks
 
 CANARY_RTOL = {"fp32": 1e-3, "int8": 0.05}
 # NAP singular-value cut-off per precision when BuildSettings.rtol is None. fp32 keeps the
-# spec's float32 noise floor (agent.rapp.default_rtol), and so do int8 artifacts with 16-bit
+# spec's float32 noise floor (agent.core.rapp.default_rtol), and so do int8 artifacts with 16-bit
 # activations (the default; their rounding sits far below it: on CNC MI-V the 0.01 cut-off
 # lowered their Spearman vs fp32, 0.998 → 0.996). 8-bit activations resolve about 1/128 of a
 # tensor's range, so there directions weaker than ~1 % of s_1 carry rounding, not signal;

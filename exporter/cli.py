@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.atomic import write_atomic
-from agent.bundle.errors import BundleError
-from agent.bundle.manifest import AlarmDefaults
-from agent.features import FeatureError, FeatureSpec, Segmentation
-from agent.recording import RecordingError
-from agent.scoring import ScoringError
+from agent.core.atomic import write_atomic
+from agent.core.bundle.errors import BundleError
+from agent.core.bundle.manifest import AlarmDefaults
+from agent.core.features import FeatureError, FeatureSpec, Segmentation
+from agent.core.recording import RecordingError
+from agent.core.scoring import ScoringError
 from exporter.model import ExportError
 
 EXIT_USAGE = 2

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.recording import RecordingError, read_columns, to_float
+from agent.core.recording import RecordingError, read_columns, to_float
 from exporter.model import ExportError
 
 EXPERIMENTS_CSV = "experiments.csv"

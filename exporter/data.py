@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.features import FeatureSpec, Normalization, SegmentedRecording, segment_recording
-from agent.recording import Recording, read_recording
+from agent.core.features import FeatureSpec, Normalization, SegmentedRecording, segment_recording
+from agent.core.recording import Recording, read_recording
 from exporter.model import ExportError
 
 

@@ -6,13 +6,13 @@ Protocol (experiment-wise; see :func:`exporter.cnc.experiment_folds`):
    groups. Fold k tests on normal group k, calibrates on group k+1 and trains on the rest;
    every novel experiment is on the test side of every fold and never trains.
 2. Per fold: per-channel normalization is fitted on the training experiments, rows are cut
-   into windows by :func:`agent.features.segment_recording` (default: windows of one row, as
+   into windows by :func:`agent.core.features.segment_recording` (default: windows of one row, as
    the paper scored rows), the MLP autoencoder is trained by
    :func:`exporter.train.train_autoencoder` (seed = 1000·seed + fold), and
    :func:`exporter.build.build_bundle` exports fp32 + int8 ONNX and fits NAP and thresholds
    on the calibration experiments.
-3. The bundle bytes are loaded with :func:`agent.bundle.load_bundle` and the test windows
-   scored with :func:`agent.scoring.open_scorer` (onnxruntime, fp32 and int8): what a device
+3. The bundle bytes are loaded with :func:`agent.core.bundle.load_bundle` and the test windows
+   scored with :func:`agent.core.scoring.open_scorer` (onnxruntime, fp32 and int8): what a device
    would compute, canary-checked.
 4. AUROC per score (Recon / SAP / NAP) and precision on windows (primary), and on the mean
    score per test experiment (secondary); reported as mean ± std over all seed × fold runs.
@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.atomic import write_atomic
-from agent.bundle import load_bundle
-from agent.features import FeatureSpec, Normalization, Segmentation, segment_recording
-from agent.scoring import open_scorer
+from agent.core.atomic import write_atomic
+from agent.core.bundle import load_bundle
+from agent.core.features import FeatureSpec, Normalization, Segmentation, segment_recording
+from agent.core.scoring import open_scorer
 from exporter.build import BuildSettings, ExtraArtifacts, build_bundle
 from exporter.cnc import (
     SAMPLE_RATE_HZ,
@@ -630,8 +630,8 @@ PROTOCOL = (
     "experiment is on two sides of a fold; every normal experiment is tested once per seed. "
     "Normalization is fitted on the training experiments. Each fold trains the MLP "
     "autoencoder (exporter.train), builds a real bundle (exporter.build: ONNX fp32 + int8 "
-    "QDQ, NAP fitted per artifact on calibration data), loads it with agent.bundle and "
-    "scores the test windows with agent.scoring.open_scorer(bundle, 'onnxruntime', "
+    "QDQ, NAP fitted per artifact on calibration data), loads it with agent.core.bundle and "
+    "scores the test windows with agent.core.scoring.open_scorer(bundle, 'onnxruntime', "
     "precision). Training seed = 1000 * seed + fold. MI-F: all 18 experiments, novel = not "
     "finalized (4, 5, 7, 16). MI-V: the 14 finalized experiments, novel = failed visual "
     "inspection (6, 8, 9, 10). Window-level AUROC pools every test window of a fold; "

@@ -3,7 +3,7 @@
 ``build_bundle`` already gates int8 artifacts on pseudo-anomalies made from the calibration
 windows. This module answers the question a release asks on *real* or simulated faults:
 does the int8 artifact rank windows like its fp32 sibling, and does it detect as well? It
-scores through the agent's own :class:`~agent.scoring.Scorer` and backends — what the device
+scores through the agent's own :class:`~agent.core.scoring.Scorer` and backends — what the device
 computes — never through PyTorch.
 
 The targets here (``MAX_AUROC_DROP``, ``MIN_SPEARMAN``) are also the build gate's floor for the
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from agent.backends import BackendError, create_backend
-from agent.bundle.loader import Bundle, load_bundle
-from agent.bundle.manifest import SCORE_NAMES
-from agent.scoring import Scorer
+from agent.core.backends import BackendError, create_backend
+from agent.core.bundle.loader import Bundle, load_bundle
+from agent.core.bundle.manifest import SCORE_NAMES
+from agent.core.scoring import Scorer
 from exporter.build import FORMAT_BACKEND
 from exporter.metrics import auroc, spearman
 from exporter.model import ExportError

@@ -17,10 +17,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.atomic import write_atomic
-from agent.bundle.archive import pack_archive, read_archive
-from agent.bundle.errors import BundleError
-from agent.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from agent.core.atomic import write_atomic
+from agent.core.bundle.archive import pack_archive, read_archive
+from agent.core.bundle.errors import BundleError
+from agent.core.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from exporter.model import ExportError
 
 

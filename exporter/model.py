@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent.atomic import write_atomic
-from agent.features import FeatureSpec, Normalization
+from agent.core.atomic import write_atomic
+from agent.core.features import FeatureSpec, Normalization
 
 NEGATIVE_SLOPE = 0.2
 MODEL_JSON = "model.json"

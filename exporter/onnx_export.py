@@ -31,7 +31,7 @@ import onnx
 import onnx.version_converter
 import torch
 
-from agent.bundle.manifest import PathwayIO
+from agent.core.bundle.manifest import PathwayIO
 from exporter.model import ExportError, MlpAutoencoder, PathwayModule, pathway_names
 
 OPSET = 18

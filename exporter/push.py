@@ -30,11 +30,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.bundle.archive import read_archive
-from agent.bundle.errors import BundleError
-from agent.bundle.manifest import MANIFEST_NAME
+from agent.core.bundle.archive import read_archive
+from agent.core.bundle.errors import BundleError
+from agent.core.bundle.manifest import MANIFEST_NAME
 from agent.ota.transfer import DEFAULT_CHUNK_SIZE, TransferCommand
-from agent.topics import DEFAULT_ROOT, TopicError, validate_id, validate_root
+from agent.sinks.topics import DEFAULT_ROOT, TopicError, validate_id, validate_root
 
 FINAL = ("committed", "rejected", "rolled_back")
 RESEND_GAP_S = 0.5  # do not re-publish the same chunk more often than this

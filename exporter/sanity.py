@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.features import segment_features
-from agent.rapp import NapParams, fit_nap, nap_score, pathway_differences, recon_score
+from agent.core.features import segment_features
+from agent.core.rapp import NapParams, fit_nap, nap_score, pathway_differences, recon_score
 from exporter.metrics import auroc
 from exporter.model import ExportError, PathwayModule, TrainedModel
 from exporter.pseudo_anomalies import make_pseudo_anomalies, noise, spike

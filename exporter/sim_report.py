@@ -3,15 +3,16 @@
 For every fault kind of the simulated 6-axis arm (friction, backlash, collision, payload,
 ripple, sensor) the report simulates normal runs *with* the nuisances a real cell has
 (warm-up drift, payload within spec, a small speed override) and a faulted run with a known
-onset and axis, and scores them through the product path: :class:`agent.pipeline.RobotPipeline`
-(the daemon's streaming segmenter, program routing, scorer and alarm state machine) on every
+onset and axis, and scores them through the product path:
+:class:`agent.pipeline.robot.RobotPipeline` (the daemon's streaming segmenter, program routing,
+scorer and alarm state machine) on every
 artifact precision the bundle carries. It reports, per fault kind and precision:
 
 - AUROC of Recon, SAP and NAP: normal windows (from the normal runs) against faulted windows
   (windows of the faulted run that hold labelled samples, i.e. after onset);
 - the share of faulted windows whose attribution (``Scores.contributions``) ranks the faulted
   axis first, the share above the threshold, and the delay from onset to the first alarm
-  raised by :class:`agent.alarms.AlarmTracker` with the bundle's alarm defaults;
+  raised by :class:`agent.pipeline.alarms.AlarmTracker` with the bundle's alarm defaults;
 - false alarms on the normal runs: windows above threshold and alarms raised.
 
 Output: ``DIR/report.md`` (tables), ``DIR/report.json`` (everything, machine-readable) and PNG
@@ -40,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.alarms import AlarmSettings
-from agent.bundle import Bundle, BundleError, load_bundle
-from agent.features import FeatureError
-from agent.pipeline import RobotPipeline, ScoredWindow
-from agent.scoring import Scorer, ScoringError, open_scorer
+from agent.core.bundle import Bundle, BundleError, load_bundle
+from agent.core.features import FeatureError
+from agent.core.scoring import Scorer, ScoringError, open_scorer
+from agent.pipeline.alarms import AlarmSettings
+from agent.pipeline.robot import RobotPipeline, ScoredWindow
 from agent.sources.base import SampleChunk
 from exporter.metrics import auroc
 from firmware_config.channel_map import load_builtin_map

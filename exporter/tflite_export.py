@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.backends import BackendError, backend_class
-from agent.bundle.manifest import ArtifactSpec, PathwayIO
+from agent.core.backends import BackendError, backend_class
+from agent.core.bundle.manifest import ArtifactSpec, PathwayIO
 from exporter.build import ArtifactCandidate, ExtraArtifacts
 from exporter.model import ExportError, MlpAutoencoder, PathwayModule, TrainedModel
 from exporter.onnx_export import HEADROOM, pathway_io, with_headroom

@@ -40,7 +40,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 CSV_CHUNK_SAMPLES = 60_000
-DEFAULT_GOLDEN_DIR = Path("tests/firmware/golden")
+DEFAULT_GOLDEN_DIR = Path("tests/golden/frames")
 
 
 def _add_map(parser: argparse.ArgumentParser, required: bool = False) -> None:

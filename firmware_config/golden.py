@@ -1,6 +1,6 @@
 """Golden vectors: exact wire bytes for chosen inputs, the contract between Python and C.
 
-``rapp-firmware golden --out tests/firmware/golden`` regenerates them. Inputs come from a tiny
+``rapp-firmware golden --out tests/golden/frames`` regenerates them. Inputs come from a tiny
 xorshift32 generator written out here (not numpy's RNG, whose streams may change between
 releases), so the files are byte-identical on every machine and every run. The vectors are
 chosen to hit the edge cases of the codec: zeros everywhere (COBS code 0x01 runs), long

@@ -32,4 +32,4 @@ fi
 echo "test.sh: backend contract on tflite-runtime"
 RAPP_CONTRACT_FIXTURE="$CONTRACT_DIR" RAPP_EXPECT_LITERT=tflite-runtime \
   "$TFLITE_VENV/bin/python" -m pytest -q -p no:cacheprovider -k litert \
-  tests/backends/test_contract.py tests/backends/test_runtime_fallback.py
+  tests/contract/test_backends.py tests/contract/test_runtime_fallback.py

@@ -10,9 +10,31 @@ from pathlib import Path
 
 import pytest
 
-from tests.synthetic import CHANNELS, currents, write_csv
+from tests.support.synthetic import CHANNELS, currents, write_csv
 
 WINDOW, HOP = 32, 16
+
+# Fixtures live in tests/support/fixtures/ so that tests can sit in folders by kind (unit,
+# contract, e2e, bench) and still share them.
+pytest_plugins = [
+    "tests.support.fixtures.tools",
+    "tests.support.fixtures.infra",
+    "tests.support.fixtures.daemon",
+    "tests.support.fixtures.ota",
+    "tests.support.fixtures.archive",
+    "tests.support.fixtures.sanity",
+    "tests.support.fixtures.contract",
+]
+KINDS = ("unit", "contract", "e2e", "bench")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with the kind of its folder, so `-m unit` / `-m "not e2e"` select."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(root).parts
+        if parts and parts[0] in KINDS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +53,7 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def trained_model(recordings):
-    from agent.features import FeatureSpec, Segmentation
+    from agent.core.features import FeatureSpec, Segmentation
     from exporter.data import fit_normalization, load_recordings, segment_all
     from exporter.model import TrainedModel
     from exporter.train import TrainSettings, train_autoencoder

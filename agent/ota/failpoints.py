@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from agent.scoring import Scorer, Scores
+from agent.core.scoring import Scorer, Scores
 
 ENV = "RAPP_OTA_FAILPOINTS"
 log = logging.getLogger(__name__)

@@ -47,12 +47,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.alarms import ModelRef, new_event_id
-from agent.bundle import Bundle, BundleError, Limits, TrustPolicy, load_bundle
-from agent.bundle.archive import DEFAULT_MAX_MEMBER_BYTES
 from agent.config import AgentConfig
+from agent.core.bundle import Bundle, BundleError, Limits, TrustPolicy, load_bundle
+from agent.core.bundle.archive import DEFAULT_MAX_MEMBER_BYTES
+from agent.core.scoring import Scorer, ScoringError, open_scorer
 from agent.models import ModelLoadError, column_selection
-from agent.mqtt.payloads import iso_utc
 from agent.ota import failpoints
 from agent.ota.errors import OtaError, TransferError
 from agent.ota.mainloop import MainLoopCalls
@@ -60,7 +59,8 @@ from agent.ota.probation import Probation
 from agent.ota.status import OtaReporter
 from agent.ota.store import ModelStore
 from agent.ota.transfer import DoneLog, Staging, TransferCommand, check_whole, parse_command
-from agent.scoring import Scorer, ScoringError, open_scorer
+from agent.pipeline.alarms import ModelRef, new_event_id
+from agent.sinks.mqtt.payloads import iso_utc
 from agent.sources.base import SourceError
 from agent.sources.factory import channel_map_for
 

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.alarms import ModelRef
-from agent.bundle import BundleError, TrustPolicy, load_bundle
 from agent.config import AgentConfig
+from agent.core.bundle import BundleError, TrustPolicy, load_bundle
+from agent.core.scoring import Scorer, ScoringError, open_scorer
 from agent.ota.errors import StoreError
 from agent.ota.installer import Installer
 from agent.ota.mainloop import MainLoopCalls
@@ -33,8 +33,8 @@ from agent.ota.probation import Probation, Verdict
 from agent.ota.status import OtaReporter
 from agent.ota.store import PROBATION, ModelStore, PointerEntry
 from agent.ota.transfer import DoneLog
-from agent.pipeline import PipelineResult
-from agent.scoring import Scorer, ScoringError, open_scorer
+from agent.pipeline.alarms import ModelRef
+from agent.pipeline.robot import PipelineResult
 
 log = logging.getLogger("agent.ota")
 RESTART_REASON = "the agent restarted during probation; the new bundle was not proven"
@@ -46,7 +46,7 @@ class OtaManager:
         self.config = config
         self.policy = policy
         self.store = ModelStore(config.agent.state_dir)
-        self.reporter = OtaReporter(config.agent.device_id, agent.topics, agent.outbox)
+        self.reporter = OtaReporter(config.agent.device_id, agent.sinks.topics, agent.sinks.outbox)
         self.calls = MainLoopCalls()
         self.probations: dict[tuple[str, str], Probation] = {}
         self.done = DoneLog(Path(config.agent.state_dir) / "ota" / "done.json")

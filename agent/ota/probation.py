@@ -22,8 +22,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from agent.alarms import ModelRef
-from agent.pipeline import ModelRoute, ScoredWindow
+from agent.pipeline.alarms import ModelRef
+from agent.pipeline.robot import ModelRoute, ScoredWindow
 
 
 @dataclass

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from agent.alarms import ModelRef
-from agent.mqtt.payloads import OtaState, build_ota_status
-from agent.outbox import Outbox
-from agent.topics import Topics
+from agent.pipeline.alarms import ModelRef
+from agent.sinks.mqtt.payloads import OtaState, build_ota_status
+from agent.sinks.outbox import Outbox
+from agent.sinks.topics import Topics
 
 log = logging.getLogger("agent.ota")
 FINAL_STATES = ("committed", "rejected", "rolled_back")

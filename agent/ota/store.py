@@ -26,7 +26,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from agent.atomic import write_atomic
+from agent.core.atomic import write_atomic
 from agent.ota.errors import StoreError
 from agent.ota.transfer import sha256_hex
 

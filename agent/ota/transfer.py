@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.atomic import write_atomic
+from agent.core.atomic import write_atomic
 from agent.ota.errors import TransferError
 
 COMMAND_SCHEMA = "rapp/ota_cmd/v1"

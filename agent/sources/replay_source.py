@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.recording import Recording, RecordingError, read_recording
+from agent.core.recording import Recording, RecordingError, read_recording
 from agent.sources.base import ChunkQueue, SampleChunk, SourceError
 from agent.sources.paced import PacedSource
 

@@ -3,7 +3,7 @@
  *
  * C99, no malloc, no global state: the firmware passes the output buffer. The byte layout is
  * defined in firmware_config/protocol.py (the single source of truth); the constants below
- * are checked against it by tests/firmware, and `rapp-firmware header` emits the same
+ * are checked against it by tests/e2e/test_golden_c.py, and `rapp-firmware header` emits the same
  * definitions (token for token) together with the channel map, so both headers may be
  * included in one translation unit.
  *

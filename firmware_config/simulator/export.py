@@ -1,6 +1,6 @@
 """Turning simulated samples into what the rest of the system consumes.
 
-- :func:`write_csv` writes the project's *recording CSV format* (``agent/recording.py``):
+- :func:`write_csv` writes the project's *recording CSV format* (``agent/core/recording.py``):
   header ``time_s,<channel…>,cycle_start,program_id,fault,fault_axis``, one row per sample,
   channel values in physical units, ``fault`` empty when normal, ``fault_axis`` 1–6 or empty.
 - :func:`run_to_frames` cuts samples into protocol frames, as the acquisition board would.
