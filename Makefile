@@ -1,7 +1,21 @@
-# rapp-edge developer targets. The benchmarks write benchmarks/results/ (see benchmarks/run.py).
 PYTHON ?= .venv/bin/python
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick test test-fast lint
+
+# rapp-edge developer targets. `./scripts/test.sh` (what CI runs) installs everything first;
+# these use the .venv it made, for the inner loop.
+# test-fast: unit tests only (< 1 min); test: the whole suite; lint: ruff, as CI runs it.
+test-fast:
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests/unit
+
+test:
+	$(PYTHON) -m pytest -q -p no:cacheprovider
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+# The benchmarks write benchmarks/results/ (see benchmarks/run.py).
 
 # Every benchmark and evaluation (~18 min on 2 idle cores); refreshes benchmarks/results/*.json,
 # *.md, plots, SUMMARY.md and the README's Performance / Detection quality sections.

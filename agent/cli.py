@@ -8,16 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.config import ConfigError
-from agent.core.backends import BACKEND_NAMES, BackendError
-from agent.core.bundle import BundleError, load_bundle
-from agent.core.features import FeatureError
-from agent.core.recording import RecordingError
-from agent.core.scoring import ScoringError, open_scorer
-from agent.demo import DemoError
-from agent.models import ModelLoadError
-from agent.ota.errors import OtaError
-from agent.sources.base import SourceError
+from agent.config import AgentConfig
+from agent.core.backends import BACKEND_NAMES
+from agent.core.bundle import load_bundle
+from agent.core.errors import AgentError
+from agent.core.errors import exit_code as agent_exit_code
+from agent.core.scoring import open_scorer
+from agent.ota.hooks import OtaHooks
+from firmware_config.errors import FirmwareError
+from firmware_config.errors import exit_code as firmware_exit_code
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -69,30 +68,70 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    return run_daemon(args.config, check=args.check)
+
+
+def run_daemon(config_path: Path, check: bool = False, ota_hooks: OtaHooks | None = None) -> int:
+    """`rapp-agent run`: validate the config, then run the daemon until SIGTERM/SIGINT.
+
+    SIGHUP reloads: the new config is validated first (every preflight check); if it is bad
+    the running agent keeps serving and the problems are logged; if it is good the agent
+    drains, stops and starts again with it (RELOADING=1 … READY=1 for systemd). SIGUSR1 and
+    SIGUSR2 are ignored, so a stray `kill -USR1` cannot end the agent without draining.
+    ``ota_hooks`` is for test launchers only (tests/support/failpoint_agent.py)."""
     import logging
     import signal
 
-    from agent.config import check_environment, load_config
     from agent.daemon import Agent
 
-    config = load_config(args.config)
-    check_environment(config)
+    config = _validated(config_path)
     logging.basicConfig(
         level=config.agent.log_level.upper(),
         format="%(levelname)s %(name)s: %(message)s",
+        force=True,
     )
-    if args.check:
-        print(f"{args.config}: OK ({len(config.robots)} robot(s))")
+    if check:
+        print(f"{config_path}: OK ({len(config.robots)} robot(s))")
         return 0
-    agent = Agent(config)
+    agent = Agent(config, ota_hooks=ota_hooks)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.request_stop())
+    signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
+    log = logging.getLogger("agent")
     try:
         agent.start()
-        agent.run()
+        while True:
+            agent.run()
+            if not agent.take_reload_request():
+                break
+            try:
+                new = _validated(config_path)
+            except AgentError as err:
+                log.error("reload refused, still serving the previous configuration: %s", err)
+                continue
+            agent.stop(reloading=True)
+            agent = Agent(new, ota_hooks=ota_hooks)
+            agent.start()
+            log.info("reloaded %s", config_path)
     finally:
         agent.stop()
     return 0
+
+
+def _validated(config_path: Path) -> AgentConfig:
+    """Load and preflight the config; every problem in one ConfigError."""
+    from agent.config import load_config
+    from agent.core.errors import ConfigError
+    from agent.preflight import preflight
+
+    config = load_config(config_path)
+    problems = preflight(config)
+    if problems:
+        listed = "\n  - ".join(problems)
+        raise ConfigError(f"{config_path}: {len(problems)} problem(s):\n  - {listed}")
+    return config
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -115,7 +154,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.ota.admin import list_models
 
-    print(list_models(load_config(args.config)))
+    config = load_config(args.config)
+    print(list_models(config.agent.state_dir, {r.id: r.bundles for r in config.robots}))
     return 0
 
 
@@ -123,7 +163,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from agent.config import load_config
     from agent.ota.admin import rollback
 
-    print(rollback(load_config(args.config), args.robot, args.bundle_id))
+    config = load_config(args.config)
+    print(rollback(config.agent.state_dir, args.robot, args.bundle_id))
     return 0
 
 
@@ -140,17 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (RecordingError, FeatureError) as err:
-        print(f"rapp-agent {args.command}: bad input: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ConfigError, ModelLoadError, SourceError) as err:
-        # Configuration problems exit 2; the unit's RestartPreventExitStatus=2 keeps
+    except (AgentError, FirmwareError) as err:
+        # Bad input or configuration exits 2; the unit's RestartPreventExitStatus=2 keeps
         # systemd from restarting into the same error.
-        print(f"rapp-agent {args.command}: configuration error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (BundleError, BackendError, ScoringError, DemoError, OtaError) as err:
-        print(f"rapp-agent {args.command}: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        code = agent_exit_code(err) if isinstance(err, AgentError) else firmware_exit_code(err)
+        configured = args.command in ("run", "models", "rollback")
+        what = ("configuration error: " if configured else "bad input: ") if code == 2 else ""
+        print(f"rapp-agent {args.command}: {what}{err}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

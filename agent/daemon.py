@@ -14,68 +14,47 @@ import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from agent import __version__
-from agent.config import AgentConfig, ConfigError, RobotConfig, resolve
-from agent.models import column_selection, load_robot_scorers, trust_policy
+from agent.config import AgentConfig, ConfigError, RobotConfig
+from agent.models import ScorerSettings, column_selection, load_robot_scorers, trust_policy
+from agent.ota.hooks import OtaHooks
 from agent.ota.manager import OtaManager
 from agent.pipeline.alarms import AlarmSettings
-from agent.pipeline.drift import DriftError, DriftSettings, WindowCapture
+from agent.pipeline.capture import WindowCapture
+from agent.pipeline.drift import DriftError, DriftSettings
 from agent.pipeline.robot import PipelineOptions, RobotPipeline
+from agent.runtime import RobotRuntime
 from agent.sdnotify import SdNotifier, WatchdogGate
 from agent.sinks.mqtt.link import MqttLink
-from agent.sinks.mqtt.payloads import (
-    AgentIdentity,
-    BundleInfo,
-    ChannelMeta,
-    FrameCounters,
-    RobotHealth,
-    RobotMeta,
-    build_meta,
-    build_status,
-)
+from agent.sinks.mqtt.payloads import AgentIdentity, BundleInfo, RobotHealth
 from agent.sinks.outbox import Outbox
 from agent.sinks.publisher import ResultPublisher
+from agent.sinks.status import (
+    StatusBoard,
+    StatusSnapshot,
+    bundle_infos,
+    robot_health,
+    robot_meta,
+)
 from agent.sinks.topics import Topics
-from agent.sources.base import ChunkQueue, SampleChunk, Source
+from agent.sources.base import ChunkQueue, SampleChunk
 from agent.sources.factory import build_source, channel_map_for
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.05
 
 
-@dataclass
-class RobotRuntime:
-    config: RobotConfig
-    pipeline: RobotPipeline
-    source: Source
-    queue: ChunkQueue
-    columns: np.ndarray | None  # source column → bundle channel selection, None = identity
-
-
-def alarm_settings(robot: RobotConfig, pipeline_defaults) -> AlarmSettings:
-    """Bundle defaults, overridden by the robot's [robots.alarm] table."""
-    o = robot.alarm
-    return AlarmSettings(
-        alpha=o.ewma_alpha if o.ewma_alpha is not None else pipeline_defaults.ewma_alpha,
-        k=o.debounce_k if o.debounce_k is not None else pipeline_defaults.debounce_k,
-        n=o.debounce_n if o.debounce_n is not None else pipeline_defaults.debounce_n,
-        clear_ratio=(o.clear_ratio if o.clear_ratio is not None else pipeline_defaults.clear_ratio),
-        clear_windows=o.clear_windows if o.clear_windows is not None else 5,
-    )
-
-
-def pipeline_options(config: AgentConfig, robot: RobotConfig) -> PipelineOptions:
+def pipeline_options(robot: RobotConfig) -> PipelineOptions:
     """Threshold mode, drift limits and the optional capture from the robot's tables."""
     d = robot.drift
     capture = None
     if d.capture_dir:
         try:
-            capture = WindowCapture(resolve(config, d.capture_dir), d.capture_max_windows)
+            capture = WindowCapture.open(d.capture_dir, d.capture_max_windows)
         except DriftError as err:
             raise ConfigError(f"robots[{robot.id}].drift.capture_dir: {err}") from err
     return PipelineOptions(
@@ -86,8 +65,14 @@ def pipeline_options(config: AgentConfig, robot: RobotConfig) -> PipelineOptions
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, notifier: SdNotifier | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        notifier: SdNotifier | None = None,
+        ota_hooks: OtaHooks | None = None,
+    ) -> None:
         self.config = config
+        self.ota_hooks = ota_hooks or OtaHooks()  # test launchers inject failpoints here
         self.notifier = notifier or SdNotifier.from_env()
         self.watchdog = WatchdogGate(self.notifier)
         self.identity = AgentIdentity.create(config.agent.device_id, __version__)
@@ -99,9 +84,15 @@ class Agent:
         self.robots: dict[str, RobotRuntime] = {}
         self.publisher: ResultPublisher | None = None
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self._wake = threading.Event()
         self._last_status = 0.0
+        a = config.agent
+        self.scorer_settings = ScorerSettings(a.backend, a.precision, a.threads)
         self.ota: OtaManager | None = None
+        self.status_board = StatusBoard(
+            self.identity, lambda: self.outbox.stats() if self.outbox is not None else None
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -109,14 +100,23 @@ class Agent:
         state = Path(self.config.agent.state_dir)
         state.mkdir(parents=True, exist_ok=True)
         if self.config.mqtt is not None:
-            self.outbox = Outbox(
+            self.outbox = Outbox.open(
                 state / "outbox.sqlite3",
                 telemetry_max_rows=self.config.telemetry.telemetry_limit,
             )
-            self.link = MqttLink(self.config.mqtt, self.outbox, self._status_payload)
+            self.link = MqttLink(self.config.mqtt, self.outbox, self.status_board.status_payload)
             self.link.start()
-        policy = trust_policy(self.config)
-        self.ota = OtaManager(self, self.config, policy)
+        policy = trust_policy(self.config.trust.keys, self.config.trust.allow_unsigned)
+        self.ota = OtaManager.open(
+            self.config.ota,
+            state_dir=state,
+            device_id=self.config.agent.device_id,
+            scoring=self.scorer_settings,
+            policy=policy,
+            topics=self.topics,
+            outbox=self.outbox,
+            hooks=self.ota_hooks,
+        )
         self.ota.calls.on_put = self._wake.set
         # Built aside and assigned at once: the MQTT thread reads self.robots for status.
         self.robots = {robot.id: self._build_robot(robot, policy) for robot in self.config.robots}
@@ -134,30 +134,30 @@ class Agent:
             for robot, raised in self.publisher.unfinished_alarms().items():
                 self.robots[robot].pipeline.resume_alarm(raised)
             self.publisher.publish_initial_state(self._active_alarm)
-        self.ota.start(self.link)
+        self._refresh_status()
+        self.ota.start(self.link, self.robots)
         for runtime in self.robots.values():
             runtime.source.start()
         self.notifier.ready(f"scoring {len(self.robots)} robot(s)")
         log.info("ready: %s", ", ".join(self.robots))
 
     def _build_robot(self, robot: RobotConfig, policy) -> RobotRuntime:
-        channel_map = channel_map_for(self.config, robot)
+        channel_map = channel_map_for(robot.source, robot.id)
         rate = channel_map.sample_rate_hz if channel_map is not None else None
-        scorers = load_robot_scorers(self.config, robot.bundles, policy, rate)
+        scorers = load_robot_scorers(robot.bundles, policy, rate, self.scorer_settings)
         if self.ota is not None:  # bundles installed over the air override / join these
             scorers = self.ota.scorers_for(robot.id, scorers)
         first = scorers[0].bundle
         pipeline = RobotPipeline(
             robot.id,
             scorers,
-            alarm_settings(robot, first.manifest.alarm),
-            pipeline_options(self.config, robot),
+            AlarmSettings.from_bundle(first.manifest.alarm, robot.alarm),
+            pipeline_options(robot),
         )
         queue = ChunkQueue(robot.source.queue_chunks)
         queue.on_put = self._wake.set
         source = build_source(
-            self.config,
-            robot,
+            robot.source,
             channel_map,
             queue,
             first.manifest.input.channels,
@@ -168,14 +168,27 @@ class Agent:
         identity = np.arange(len(source.channels))
         if len(columns) == len(identity) and (columns == identity).all():
             columns = None
-        return RobotRuntime(robot, pipeline, source, queue, columns)
+        return RobotRuntime(robot, pipeline, source, queue, columns, channel_map=channel_map)
 
     def request_stop(self) -> None:
         self._stop.set()
         self._wake.set()
 
-    def stop(self, drain_timeout: float = 10.0) -> None:
-        self.notifier.stopping("draining")
+    def request_reload(self) -> None:
+        """Return from :meth:`run` so the caller can re-read the config (SIGHUP)."""
+        self._reload.set()
+        self._wake.set()
+
+    def take_reload_request(self) -> bool:
+        requested = self._reload.is_set()
+        self._reload.clear()
+        return requested
+
+    def stop(self, drain_timeout: float = 10.0, *, reloading: bool = False) -> None:
+        if reloading:
+            self.notifier.reloading("reloading the configuration")
+        else:
+            self.notifier.stopping("draining")
         if self.ota is not None:
             self.ota.stop()
         for runtime in self.robots.values():
@@ -183,6 +196,7 @@ class Agent:
         self._drain_queues()
         for runtime in self.robots.values():
             runtime.pipeline.close()  # buffered capture of normal windows, if configured
+        self._refresh_status()  # the `stopped` status carries the final counters
         if self.link is not None:
             drained = self.link.stop(drain_timeout=drain_timeout)
             if not drained:
@@ -193,8 +207,9 @@ class Agent:
     # -- main loop ------------------------------------------------------------------------
 
     def run(self, until: float | None = None) -> None:
-        """Process until :meth:`request_stop` (or ``until``, a monotonic deadline)."""
-        while not self._stop.is_set():
+        """Process until :meth:`request_stop` or :meth:`request_reload` (or ``until``, a
+        monotonic deadline)."""
+        while not self._stop.is_set() and not self._reload.is_set():
             if until is not None and time.monotonic() >= until:
                 break
             self._wake.clear()
@@ -245,10 +260,7 @@ class Agent:
         self.publisher.publish(result, self._active_alarm)
 
     def _active_alarm(self, robot: str):
-        for route in self.robots[robot].pipeline.routes:
-            if route.tracker.active is not None:
-                return route.tracker.active
-        return None
+        return self.robots[robot].pipeline.active_alarm()
 
     def _idle(self) -> bool:
         # Nothing is waiting to be processed, so not pinging would mean the *source* is
@@ -265,81 +277,36 @@ class Agent:
         now = time.monotonic()
         if now - self._last_status >= self.config.telemetry.status_interval_s:
             self._last_status = now
+            self._refresh_status()
             self.link.publish_status()
 
-    # -- payloads (called from the MQTT thread) -------------------------------------------
+    # -- status and meta (assembled here, on the main loop) ---------------------------------
 
-    def bundle_infos(self) -> list[BundleInfo]:
-        infos = []
+    def snapshot(self) -> StatusSnapshot:
+        """Freeze what ``status`` reports; the MQTT thread only ever reads this copy."""
+        bundles: list[BundleInfo] = []
+        robots: dict[str, RobotHealth] = {}
         for robot, runtime in self.robots.items():
-            for route in runtime.pipeline.routes:
-                infos.append(
-                    BundleInfo(
-                        robot=robot,
-                        bundle_id=route.model.bundle_id,
-                        version=route.model.version,
-                        programs=tuple(str(p) for p in sorted(route.programs)),
-                    )
-                )
-        return infos
+            bundles += bundle_infos(robot, runtime.pipeline)
+            robots[robot] = robot_health(
+                runtime.pipeline, runtime.source.status(), runtime.queue.stats
+            )
+        return StatusSnapshot(bundles=tuple(bundles), robots=robots)
 
     def health(self) -> dict[str, RobotHealth]:
-        out = {}
-        for robot, runtime in self.robots.items():
-            src = runtime.source.status()
-            c = src.counters
-            seg = runtime.pipeline.segmenter.stats
-            stats = runtime.pipeline.stats
-            drift, advised = runtime.pipeline.drift_summary()
-            out[robot] = RobotHealth(
-                frames=FrameCounters(
-                    ok=c.get("frames_ok", c.get("samples", 0)),
-                    crc_errors=c.get("crc_errors", 0),
-                    sequence_gaps=c.get("sequence_gaps", 0),
-                    resyncs=c.get("resyncs", 0),
-                ),
-                alarm_active=self._active_alarm(robot) is not None,
-                windows={
-                    "scored": stats.windows,
-                    "skipped_gap": seg.skipped_gap,
-                    "skipped_nan": seg.skipped_nan,
-                    "skipped_cycle_length": seg.skipped_cycle_length,
-                    "unrouted": stats.unrouted,
-                    "unknown_program": stats.unknown_program,
-                    "membership_routed": stats.membership_routed,
-                    "non_finite": stats.non_finite,
-                    "queue_dropped": runtime.queue.stats.dropped,
-                    "source_connected": int(src.connected),
-                    "reconnects": c.get("reconnects", 0),
-                },
-                drift=drift,
-                retraining_advised=advised,
-            )
-        return out
+        return dict(self.snapshot().robots)
 
-    def _status_payload(self, state):
-        return build_status(
-            state,
-            self.identity,
-            bundles=self.bundle_infos(),
-            outbox=self.outbox.stats() if self.outbox is not None else None,
-            robots=self.health(),
-        )
+    def _refresh_status(self) -> None:
+        self.status_board.update(self.snapshot())
 
-    def _meta_payload(self):
-        robots = []
-        for robot, runtime in self.robots.items():
-            spec = runtime.pipeline.spec
-            robots.append(
-                RobotMeta(
-                    robot=robot,
-                    sample_rate_hz=spec.sample_rate_hz,
-                    channels=[
-                        ChannelMeta(name, unit)
-                        for name, unit in zip(spec.channels, spec.units, strict=True)
-                    ],
-                    bundles=[b for b in self.bundle_infos() if b.robot == robot],
-                    source=runtime.config.source.kind,
-                )
+    def _meta_payload(self) -> dict:
+        robots = [
+            robot_meta(
+                robot,
+                runtime.pipeline,
+                runtime.config.source.kind,
+                bundle_infos(robot, runtime.pipeline),
             )
-        return build_meta(self.identity, robots)
+            for robot, runtime in self.robots.items()
+        ]
+        return self.status_board.meta_payload(robots)

@@ -25,19 +25,20 @@ from agent.config import (
     AgentConfig,
     AgentSection,
     RobotConfig,
-    SourceConfig,
     TelemetryConfig,
     TrustConfig,
 )
+from agent.core.errors import AgentRuntimeError
 from agent.daemon import Agent
 from agent.models import default_bundle_path
 from agent.pipeline.alarms import AlarmEvent
 from agent.pipeline.robot import ScoredWindow
 from agent.sdnotify import SdNotifier
 from agent.sinks.mqtt.settings import MqttSettings
+from agent.sources.settings import SerialSourceSettings
 
 
-class DemoError(RuntimeError):
+class DemoError(AgentRuntimeError, RuntimeError):
     """The demo cannot run here (no default bundle, no pty support …)."""
 
 
@@ -120,7 +121,7 @@ def demo_config(port: str, state_dir: Path, broker: tuple[str, int] | None) -> A
         robots=(
             RobotConfig(
                 id="arm1",
-                source=SourceConfig(kind="serial", port=port, channel_map=str(builtin_map_path())),
+                source=SerialSourceSettings(port=port, channel_map=builtin_map_path()),
                 bundles=("default",),
             ),
         ),
@@ -205,10 +206,8 @@ def run_demo(
             f"{default_bundle_path()}: the default bundle is missing; regenerate it with "
             "scripts/build_default_bundle.sh"
         )
-    onset = duration / 2
-    spec = fault if ":onset=" in fault else f"{fault}:onset={onset:g}:ramp=5"
+    spec = fault if ":onset=" in fault else f"{fault}:onset={duration / 2:g}:ramp=5"
     fault_spec = parse_fault(spec)
-    onset = fault_spec.onset_s
     live = sys.stdout.isatty() if live is None else live
     master, slave = os.openpty()
     port = os.ttyname(slave)
@@ -224,52 +223,21 @@ def run_demo(
     record = DemoRecord()
     broker_ctx = contextlib.nullcontext(None) if (mqtt or not use_broker) else local_broker()
     with broker_ctx as started_broker, tempfile.TemporaryDirectory(prefix="rapp-demo-") as tmp:
-        broker = started_broker
-        if mqtt:
-            host, _, port_text = mqtt.rpartition(":")
-            broker = (host or "127.0.0.1", int(port_text))
+        broker = _broker_address(mqtt) if mqtt else started_broker
         agent = Agent(demo_config(port, Path(tmp), broker), notifier=SdNotifier(None))
         agent.start()
-        assert agent.sinks.publisher is not None
-        route = agent.robots["arm1"].pipeline.routes[0]
-        record.threshold = route.threshold
-
-        def on_window(w: ScoredWindow) -> None:
-            record.times.append(w.window.end)
-            record.scores.append(w.score)
-            record.smoothed.append(w.smoothed if w.smoothed is not None else w.score)
-            record.last = w
-
-        agent.sinks.publisher.window_observers.append(on_window)
-        agent.sinks.publisher.event_observers.append(record.events.append)
-        rms_probe = agent.robots["arm1"]
-        original = rms_probe.pipeline.process
-
-        def process_and_measure(chunk):
-            record.rms.append([float(v) for v in (chunk.samples**2).mean(axis=0) ** 0.5])
-            record.rms_times.append(chunk.wall_time)
-            return original(chunk)
-
-        rms_probe.pipeline.process = process_and_measure  # type: ignore[method-assign]
+        _attach_recorder(agent, record)
         thread = emulator.start()
-        where = f"MQTT {broker[0]}:{broker[1]} (topic rapp/v1/demo/#)" if broker else "no MQTT"
+        where = (
+            f"MQTT {broker[0]}:{broker[1]} — watch with: mosquitto_sub -h {broker[0]} "
+            f"-p {broker[1]} -t 'rapp/v1/demo/#' -v"
+            if broker
+            else "no MQTT"
+        )
         print(f"demo: simulator → emulator → {port} → agent; {where}", flush=True)
         started = time.time()
-        last_draw = 0.0
         try:
-            while time.time() - started < duration:
-                agent.run(until=time.monotonic() + 0.25)
-                now = time.time()
-                if now - last_draw >= (0.5 if live else 5.0):
-                    last_draw = now
-                    view = render(record, now - started, duration, spec, onset, agent)
-                    if live:
-                        sys.stdout.write("\x1b[H\x1b[2J" + view + "\n")
-                    else:
-                        sys.stdout.write(
-                            view.splitlines()[0] + " | " + view.splitlines()[-1] + "\n"
-                        )
-                    sys.stdout.flush()
+            _run_live(agent, record, duration, spec, fault_spec.onset_s, live, started)
         except KeyboardInterrupt:
             pass
         finally:
@@ -279,22 +247,80 @@ def run_demo(
             agent.stop(drain_timeout=5)
             os.close(master)
             os.close(slave)
+    _report(record, out, fault_spec.onset_s, fault_spec.axis, started)
+    return 0
+
+
+def _broker_address(mqtt: str) -> tuple[str, int]:
+    host, _, port_text = mqtt.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port_text)
+    except ValueError as err:
+        raise DemoError(f"--mqtt {mqtt!r}: expected HOST:PORT, e.g. 127.0.0.1:1883") from err
+
+
+def _attach_recorder(agent: Agent, record: DemoRecord) -> None:
+    """Record every scored window, event and the per-axis RMS of every chunk for the view."""
+    assert agent.publisher is not None
+    runtime = agent.robots["arm1"]
+    record.threshold = runtime.pipeline.routes[0].threshold
+
+    def on_window(w: ScoredWindow) -> None:
+        record.times.append(w.window.end)
+        record.scores.append(w.score)
+        record.smoothed.append(w.smoothed if w.smoothed is not None else w.score)
+        record.last = w
+
+    agent.publisher.window_observers.append(on_window)
+    agent.publisher.event_observers.append(record.events.append)
+    original = runtime.pipeline.process
+
+    def process_and_measure(chunk):
+        record.rms.append([float(v) for v in (chunk.samples**2).mean(axis=0) ** 0.5])
+        record.rms_times.append(chunk.wall_time)
+        return original(chunk)
+
+    runtime.pipeline.process = process_and_measure  # type: ignore[method-assign]
+
+
+def _run_live(
+    agent: Agent,
+    record: DemoRecord,
+    duration: float,
+    spec: str,
+    onset: float,
+    live: bool,
+    started: float,
+) -> None:
+    last_draw = 0.0
+    while time.time() - started < duration:
+        agent.run(until=time.monotonic() + 0.25)
+        now = time.time()
+        if now - last_draw < (0.5 if live else 5.0):
+            continue
+        last_draw = now
+        view = render(record, now - started, duration, spec, onset, agent)
+        if live:
+            sys.stdout.write("\x1b[H\x1b[2J" + view + "\n")
+        else:
+            sys.stdout.write(view.splitlines()[0] + " | " + view.splitlines()[-1] + "\n")
+        sys.stdout.flush()
+
+
+def _report(record: DemoRecord, out: Path, onset: float, axis: int, started: float) -> None:
     try:
         write_plot(record, out, onset, started)
+        plotted = f"plot written to {out}"
     except ImportError:
-        print("demo: matplotlib is not installed (pip install 'rapp-edge[demo]'); no plot")
+        plotted = "no plot (matplotlib is not installed: pip install 'rapp-edge[demo]')"
     raises = [e for e in record.events if e.kind == "raise"]
     first_after = next((e for e in raises if e.span_end - started >= onset), None)
     false_alarms = [e for e in raises if e.span_end - started < onset]
     print(
         f"demo done: {len(record.scores)} windows scored, {len(raises)} alarm(s) raised "
-        f"({len(false_alarms)} before the fault), plot written to {out}"
+        f"({len(false_alarms)} before the fault), {plotted}"
     )
     if first_after is not None:
         delay = first_after.span_end - started - onset
         top = first_after.contributions[0].channel if first_after.contributions else "-"
-        print(
-            f"fault detected {delay:.1f} s after onset; top axis {top} "
-            f"(fault on J{fault_spec.axis})"
-        )
-    return 0
+        print(f"fault detected {delay:.1f} s after onset; top axis {top} (fault on J{axis})")

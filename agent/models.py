@@ -6,21 +6,35 @@ import base64
 import binascii
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from agent.config import AgentConfig, ConfigError, resolve
 from agent.core.bundle import Bundle, BundleError, TrustPolicy, load_bundle
+from agent.core.errors import AgentInputError, ConfigError
 from agent.core.scoring import Scorer, ScoringError, open_scorer
 
 log = logging.getLogger(__name__)
 DEFAULT_BUNDLE = "default"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(AgentInputError, RuntimeError):
     """A configured bundle that cannot serve: invalid, untrusted, incompatible, failed canary."""
+
+
+@dataclass(frozen=True)
+class ScorerSettings:
+    """How this device runs models (agent config ``[agent]``): backend, precision, threads."""
+
+    backend: str = "auto"
+    precision: str = "int8"
+    threads: int = 1
+
+    def open(self, bundle: Bundle) -> Scorer:
+        """A warmed-up, canary-checked scorer for ``bundle`` on this device."""
+        return open_scorer(bundle, self.backend, self.precision, self.threads)
 
 
 def default_bundle_path() -> Path:
@@ -28,13 +42,27 @@ def default_bundle_path() -> Path:
     return Path(str(resources.files("agent") / "data" / "default.rapp"))
 
 
-def trust_policy(config: AgentConfig) -> TrustPolicy:
-    keys = []
-    for i, entry in enumerate(config.trust.keys):
+def trust_policy(keys: Sequence[str], allow_unsigned: bool) -> TrustPolicy:
+    """The trust policy from ``[trust]``: each key is base64 text or a (resolved) .pub path."""
+    raw_keys = []
+    for i, entry in enumerate(keys):
         text = entry
-        path = resolve(config, entry)
-        if path.is_file():
-            text = path.read_text().strip()
+        path = Path(entry)
+        if path.is_absolute():
+            if not path.is_file():
+                raise ConfigError(
+                    f"trust.keys[{i}] = {entry!r}: no such file; give the .pub file written by "
+                    "`rapp-export keygen` (or the base64 key itself)"
+                )
+            try:
+                text = path.read_text(encoding="ascii").strip()
+            except (OSError, UnicodeDecodeError) as err:
+                raise ConfigError(f"trust.keys[{i}] = {entry!r}: cannot read ({err})") from err
+        if "PRIVATE KEY" in text:
+            raise ConfigError(
+                f"trust.keys[{i}] = {entry!r}: this is a private key; give the device only the "
+                "public .pub file and keep the private key on the release workstation"
+            )
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as err:
@@ -44,12 +72,13 @@ def trust_policy(config: AgentConfig) -> TrustPolicy:
             ) from err
         if len(raw) != 32:
             raise ConfigError(f"trust.keys[{i}]: decodes to {len(raw)} bytes; Ed25519 keys are 32")
-        keys.append(raw)
-    return TrustPolicy(trusted_keys=tuple(keys), allow_unsigned=config.trust.allow_unsigned)
+        raw_keys.append(raw)
+    return TrustPolicy(trusted_keys=tuple(raw_keys), allow_unsigned=allow_unsigned)
 
 
-def bundle_path(config: AgentConfig, entry: str) -> Path:
-    return default_bundle_path() if entry == DEFAULT_BUNDLE else resolve(config, entry)
+def bundle_path(entry: str) -> Path:
+    """A configured bundle entry (an absolute path, or ``default``) as a file path."""
+    return default_bundle_path() if entry == DEFAULT_BUNDLE else Path(entry)
 
 
 def column_selection(source_channels: Sequence[str], bundle: Bundle) -> np.ndarray:
@@ -65,14 +94,14 @@ def column_selection(source_channels: Sequence[str], bundle: Bundle) -> np.ndarr
 
 
 def load_robot_scorers(
-    config: AgentConfig,
     entries: Sequence[str],
     policy: TrustPolicy,
     source_rate_hz: float | None,
+    settings: ScorerSettings,
 ) -> list[Scorer]:
     scorers = []
     for entry in entries:
-        path = bundle_path(config, entry)
+        path = bundle_path(entry)
         try:
             bundle = load_bundle(path, policy)
             rate = bundle.manifest.input.sample_rate_hz
@@ -81,11 +110,10 @@ def load_robot_scorers(
                     f"{path}: bundle expects {rate:g} Hz but the source samples at "
                     f"{source_rate_hz:g} Hz; retrain for this rate or fix the channel map"
                 )
-            scorer = open_scorer(
-                bundle, config.agent.backend, config.agent.precision, config.agent.threads
-            )
+            scorer = settings.open(bundle)
         except (BundleError, ScoringError) as err:
-            raise ModelLoadError(f"{path}: {err}") from err
+            text = str(err)
+            raise ModelLoadError(text if text.startswith(str(path)) else f"{path}: {text}") from err
         for warning in bundle.warnings:
             log.warning("%s: %s", path, warning)
         log.info(

@@ -42,12 +42,7 @@ def score_recording(scorer: Scorer, path: Path, robot: str = "offline") -> Score
     pipeline = RobotPipeline(
         robot,
         [scorer],
-        AlarmSettings(
-            alpha=defaults.ewma_alpha,
-            k=defaults.debounce_k,
-            n=defaults.debounce_n,
-            clear_ratio=defaults.clear_ratio,
-        ),
+        AlarmSettings.from_bundle(defaults),
     )
     source = ReplaySource.from_recording(recording, spec.sample_rate_hz, ChunkQueue(1))
     rows: list[dict[str, object]] = []

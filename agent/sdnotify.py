@@ -32,10 +32,12 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from agent.core.errors import AgentRuntimeError
+
 log = logging.getLogger(__name__)
 
 
-class SdNotifyError(Exception):
+class SdNotifyError(AgentRuntimeError):
     """Malformed notify environment (bad ``NOTIFY_SOCKET`` or ``WATCHDOG_USEC``)."""
 
 
@@ -112,6 +114,12 @@ class SdNotifier:
         """``STOPPING=1``: shutdown began (e.g. draining the outbox after SIGTERM)."""
         extra = () if status is None else (self._status_line(status),)
         return self.notify("STOPPING=1", *extra)
+
+    def reloading(self, status: str | None = None) -> bool:
+        """``RELOADING=1`` (+ ``MONOTONIC_USEC``): a SIGHUP reload began; READY=1 ends it."""
+        extra = () if status is None else (self._status_line(status),)
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", *extra)
 
     def extend_timeout(self, seconds: float) -> bool:
         """``EXTEND_TIMEOUT_USEC``: ask for more time during a slow start or stop."""

@@ -1,1 +1,1 @@
-"""Benchmarks and published evaluation (issue #8, SPEC §11): ``python -m benchmarks.run``."""
+"""Benchmarks and published evaluation: ``python -m benchmarks.run``."""

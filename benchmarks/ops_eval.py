@@ -1,4 +1,4 @@
-"""Operational-AI evaluation on the simulator (issue 7, SPEC §10): changeover, attribution,
+"""Operational-AI evaluation on the simulator: changeover, attribution,
 dynamic vs fixed threshold.
 
     python -m benchmarks.ops_eval [--quick] [--bundle-a A.rapp] [--bundle-b B.rapp]
@@ -46,8 +46,7 @@ from agent.pipeline.robot import PipelineOptions, RobotPipeline, ScoredWindow
 from agent.pipeline.thresholds import DynamicSettings
 from agent.sources.base import SampleChunk
 from benchmarks.common import RESULTS, machine_info, machine_lines, md_table, write_json, write_text
-from exporter.metrics import auroc
-from exporter.sim_report import (
+from benchmarks.sim_report import (
     COLLISION_PERIOD_S,
     FAULT_CASES,
     FRICTION_RAMP_S,
@@ -59,6 +58,7 @@ from exporter.sim_report import (
     sim_config,
     simulate_span,
 )
+from exporter.metrics import auroc
 from firmware_config.channel_map import load_builtin_map
 from firmware_config.simulator import FaultSpec, SimulatedRun, SimulationConfig
 
@@ -213,10 +213,7 @@ def labels(run: SimulatedRun, stream: Stream) -> np.ndarray:
 
 
 def settings_of(scorer: Scorer) -> AlarmSettings:
-    d = scorer.bundle.manifest.alarm
-    return AlarmSettings(
-        alpha=d.ewma_alpha, k=d.debounce_k, n=d.debounce_n, clear_ratio=d.clear_ratio
-    )
+    return AlarmSettings.from_bundle(scorer.bundle.manifest.alarm)
 
 
 # Threshold variants compared on the fault timeline: the calibrated one, the dynamic one with

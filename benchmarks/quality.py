@@ -1,18 +1,18 @@
-"""Detection quality gathered in one place (issue #8, SPEC §11 "Quality").
+"""Detection quality gathered in one place (Quality).
 
 Run from the repository root (``make bench`` runs it with the others)::
 
     .venv/bin/python -m benchmarks.quality [--quick] [--out benchmarks/results] [--data DIR]
 
-It calls the project's own evaluation commands — it does not re-implement them — and
-collects their results:
+It runs the project's own evaluations, each in its own process — it does not re-implement
+them — and collects their results:
 
-- ``rapp-export evaluate`` on the CNC mill tool-wear recordings (MI-F and MI-V, experiment-wise
-  split; Recon/SAP/NAP AUROC fp32 and int8 next to the RaPP paper's AE figures) →
-  ``<out>/cnc_quality.json`` + ``.md``. The data lives beside the repository
+- :mod:`benchmarks.cnc_eval` on the CNC mill tool-wear recordings (MI-F and MI-V,
+  experiment-wise split; Recon/SAP/NAP AUROC fp32 and int8 next to the RaPP paper's AE
+  figures) → ``<out>/cnc_quality.json`` + ``.md``. The data lives beside the repository
   (``../shared/data/cnc-mill-tool-wear``), not in it: without it this part is reported as
   skipped, never faked.
-- ``rapp-export sim-report`` on the shipped default bundle (AUROC per simulated fault type,
+- :mod:`benchmarks.sim_report` on the shipped default bundle (AUROC per simulated fault type,
   attribution, alarm delays, false alarms; score-trace plots with thresholds and fault onsets)
   → ``<out>/sim_report/``.
 ``<out>/quality.json`` and ``<out>/quality.md`` hold the combined tables; the digit protocol
@@ -31,12 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     RESULTS,
+    ROOT,
     BenchmarkError,
     load_average,
     machine_info,
@@ -52,13 +49,14 @@ SCORES = ("recon", "sap", "nap")
 LABEL = {"recon": "Recon", "sap": "SAP", "nap": "NAP"}
 
 
-def rapp_export(*args: str) -> None:
-    """Run ``rapp-export`` (this interpreter's exporter CLI); raise with its output on failure."""
-    cmd = [sys.executable, "-m", "exporter.cli", *args]
+def run_module(module: str, *args: str) -> None:
+    """Run ``python -m <module>`` from the repository root with this interpreter; raise with
+    its output on failure."""
+    cmd = [sys.executable, "-m", module, *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BenchmarkError(
-            f"rapp-export {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+            f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
         )
 
 
@@ -68,7 +66,6 @@ def run_cnc(out: Path, data: Path, quick: bool) -> dict[str, Any]:
     target = out / "cnc_quality.json"
     seeds = "1" if quick else "3"
     args = [
-        "evaluate",
         "--data",
         str(data),
         "--task",
@@ -78,15 +75,15 @@ def run_cnc(out: Path, data: Path, quick: bool) -> dict[str, Any]:
         "--out",
         str(target),
     ]
-    rapp_export(*args, *(["--quick"] if quick else []))
+    run_module("benchmarks.cnc_eval", *args, *(["--quick"] if quick else []))
     return json.loads(target.read_text())
 
 
 def run_sim(out: Path, quick: bool) -> dict[str, Any]:
     target = out / "sim_report"
     bundle, folder = (os.path.relpath(p, ROOT) for p in (SHIPPED_BUNDLE, target))
-    args = ["sim-report", "--bundle", bundle, "--out", folder, "--seed", "0"]
-    rapp_export(*args, *(["--quick"] if quick else []))
+    args = ["--bundle", bundle, "--out", folder, "--seed", "0"]
+    run_module("benchmarks.sim_report", *args, *(["--quick"] if quick else []))
     return json.loads((target / "report.json").read_text())
 
 

@@ -1,4 +1,4 @@
-"""One command for every benchmark and evaluation (issue #8): ``make bench`` / ``make bench-quick``.
+"""One command for every benchmark and evaluation: ``make bench`` / ``make bench-quick``.
 
 ::
 
@@ -12,9 +12,9 @@ Runs, each in its own process (so each sets its own thread limits and frees its 
 2. :mod:`benchmarks.streaming` — the real agent daemon at 1/4/16 robots: CPU, RSS,
    frame-to-alarm latency, maximum ingest;
 3. :mod:`benchmarks.digits` — the RaPP paper's digit protocol on scikit-learn's 8×8 digits;
-4. :mod:`benchmarks.quality` — ``rapp-export evaluate`` (CNC MI-F/MI-V) and
-   ``rapp-export sim-report`` (simulator per fault type), gathered with the digits;
-5. :mod:`benchmarks.summary` — ``SUMMARY.md`` (SPEC §11 targets: measured figure and gap)
+4. :mod:`benchmarks.quality` — :mod:`benchmarks.cnc_eval` (CNC MI-F/MI-V) and
+   :mod:`benchmarks.sim_report` (simulator per fault type), gathered with the digits;
+5. :mod:`benchmarks.summary` — ``SUMMARY.md`` (speed and quality targets: measured figure, gap)
    and, with ``--readme``, the README's Performance and Detection quality sections.
 
 The full run takes about 18 minutes on 2 idle cores. ``--quick`` is the CI smoke run: every
@@ -32,11 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.common import RESULTS, ROOT
 
 
 def command(module: str, out: Path, quick: bool, *extra: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Does the build-time pseudo-anomaly AUROC track the true AUROC? (issue 7, SPEC §10)
+"""Does the build-time pseudo-anomaly AUROC track the true AUROC?
 
 The pseudo-anomaly sanity check (:mod:`exporter.sanity`) grades a model on synthetic
 anomalies because real ones are not labelled at build time. It is only useful if it ranks
@@ -11,18 +11,18 @@ input — and for each one measures:
 - the true AUROC of NAP on labelled anomalies the model never saw:
   (a) the simulated 6-axis arm (firmware_config.simulator): normal windows of fresh normal
   runs vs windows holding a labelled fault, pooled over the six fault kinds of
-  ``rapp-export sim-report`` (friction, backlash, collision, payload, ripple, sensor);
-  (b) the CNC mill data (task MI-V, experiment-wise split of :mod:`exporter.cnc`, fold 0 of
-  seed 0, the default configuration of ``rapp-export evaluate``): test windows of held-out
-  normal experiments vs the experiments that failed visual inspection;
+  :mod:`benchmarks.sim_report` (friction, backlash, collision, payload, ripple, sensor);
+  (b) the CNC mill data (task MI-V, experiment-wise split of :mod:`benchmarks.cnc_data`,
+  fold 0 of seed 0, the default configuration of :mod:`benchmarks.cnc_eval`): test windows
+  of held-out normal experiments vs the experiments that failed visual inspection;
 - the sanity verdicts (status of every check).
 
 It reports the table and Spearman's rank correlation between the two AUROCs per dataset.
 Scoring is the fp32 PyTorch pathway (what the sanity check runs; the ONNX fp32 graph matches
 it to ~1e-7), so no bundle is built here.
 
-    python benchmarks/sanity_tracking.py --cnc-data ../shared/data/cnc-mill-tool-wear
-    python benchmarks/sanity_tracking.py --quick      # smoke run, < 30 s
+    python -m benchmarks.sanity_tracking --cnc-data ../shared/data/cnc-mill-tool-wear
+    python -m benchmarks.sanity_tracking --quick      # smoke run, < 30 s
 
 Writes ``benchmarks/results/sanity_tracking.{md,json}`` (``--quick``: a temporary directory;
 ``--out`` to change the stem).
@@ -96,7 +96,7 @@ def split_calibration(segments: np.ndarray, block: int = 16) -> tuple[np.ndarray
 
 def simulator_dataset(quick: bool) -> Dataset:
     """Fixed windows of the simulated arm at 250 Hz with nuisances on (sim-report's setup)."""
-    from exporter.sim_report import FAULT_CASES, QUICK, fault_specs, sim_config, simulate_span
+    from benchmarks.sim_report import FAULT_CASES, QUICK, fault_specs, sim_config, simulate_span
 
     rate = 250
     spec = FeatureSpec(
@@ -170,9 +170,14 @@ def simulator_dataset(quick: bool) -> Dataset:
 
 
 def cnc_dataset(data_dir: Path, quick: bool) -> Dataset:
-    """MI-V, fold 0 of seed 0, experiment-wise; the evaluate command's default config."""
-    from exporter.cnc import experiment_folds, load_experiments, read_experiments, task_labels
-    from exporter.evaluate import DEFAULT_CONFIG, prepare_fold, train_settings
+    """MI-V, fold 0 of seed 0, experiment-wise; benchmarks.cnc_eval's default config."""
+    from benchmarks.cnc_data import (
+        experiment_folds,
+        load_experiments,
+        read_experiments,
+        task_labels,
+    )
+    from benchmarks.cnc_eval import DEFAULT_CONFIG, prepare_fold, train_settings
 
     config = DEFAULT_CONFIG
     labels = task_labels(read_experiments(data_dir), "mi-v")
@@ -418,7 +423,7 @@ def run(cnc_data: Path | None, quick: bool, out: Path, log: Callable[[str], None
             rows.append(row)
         datasets[data.name] = {"note": data.note, "models": rows, "correlation": correlation(rows)}
         log(f"  Spearman(pseudo, true) = {datasets[data.name]['correlation']['spearman']}")
-    command = "python benchmarks/sanity_tracking.py" + (" --quick" if quick else "")
+    command = "python -m benchmarks.sanity_tracking" + (" --quick" if quick else "")
     if cnc_data is not None:
         command += f" --cnc-data {cnc_data}"
     results = {

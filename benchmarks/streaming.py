@@ -1,4 +1,4 @@
-"""Streaming cost of the real agent daemon (SPEC §11 "Streaming", issue #8).
+"""Streaming cost of the real agent daemon (Streaming).
 
 Run from the repository root (``make bench`` runs it with the others)::
 
@@ -61,12 +61,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     RESULTS,
+    ROOT,
     BenchmarkError,
     load_average,
     machine_info,
@@ -761,7 +758,7 @@ def plot_latency(report: dict[str, Any], path: Path) -> None:
                 linewidth=1.3,
                 label=f"{r['robots']} robot(s), p99 {r['frame_to_alarm_ms']['p99']:.1f} ms",
             )
-    ax.axvline(20.0, color="red", linestyle="--", label="SPEC §11 target p99 < 20 ms")
+    ax.axvline(20.0, color="red", linestyle="--", label="target p99 < 20 ms")
     ax.set_xlabel("frame-to-alarm latency [ms]")
     ax.set_ylabel("alarm events")
     ax.set_title("rapp-agent: frame published → alarm at subscriber")

@@ -1,4 +1,4 @@
-"""SUMMARY.md from the results files: SPEC §11 targets vs measured figures, and main tables.
+"""SUMMARY.md from the results files: speed and quality targets vs measured figures, tables.
 
 Run by :mod:`benchmarks.run` after the benchmarks (or alone, to re-render)::
 
@@ -19,11 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import RESULTS, machine_lines, md_table, write_text  # noqa: E402
+from benchmarks.common import RESULTS, machine_lines, md_table, write_text
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 PAPER_NAP = {"mi-v": 0.913, "mi-f": 0.707}
@@ -390,7 +386,7 @@ def render(out: Path, prefix: str = "") -> tuple[str, str, str]:
         "",
         *machine_lines(speed["machine"]),
         "",
-        "## SPEC §11 targets: measured figure and gap",
+        "## Targets: measured figure and gap",
         "",
         *md_table(["target", "measured", "gap"], targets, "lll"),
     ]
@@ -415,7 +411,7 @@ def render(out: Path, prefix: str = "") -> tuple[str, str, str]:
     machine = speed["machine"]
     stamp = (
         f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores), load "
-        f"average {machine['load_average_at_start']}; the SPEC §11 targets with measured "
+        f"average {machine['load_average_at_start']}; the targets with measured "
         f"figures and gaps are in [SUMMARY.md]({prefix}SUMMARY.md)."
     )
     return summary, "\n".join([stamp, "", *perf]), "\n".join(qual)

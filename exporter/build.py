@@ -1,4 +1,4 @@
-"""Build a bundle: export, quantize, fit RaPP per artifact, calibrate, verify, write (SPEC §6).
+"""Build a bundle: export, quantize, fit RaPP per artifact, calibrate, verify, write.
 
 Calibration windows (held-out normal data, never the training set) are split into
 interleaved blocks: one half fits NAP, the other sets thresholds and checks fidelity, so
@@ -67,7 +67,7 @@ CANARY_RTOL = {"fp32": 1e-3, "int8": 0.05}
 NAP_RTOL: dict[str, float | None] = {"fp32": None, "int8": None}
 NAP_RTOL_8BIT_ACTIVATIONS = 0.01
 # int8 fidelity floor (Spearman ρ of NAP vs fp32 ≥, pseudo-anomaly NAP AUROC drop ≤) per
-# activation width, when BuildSettings leaves them None. 16-bit activations meet the SPEC §11
+# activation width, when BuildSettings leaves them None. 16-bit activations meet the int8
 # targets (ρ ≥ 0.98, AUROC within 0.005; measured ρ ≥ 0.987 on CNC MI-V and the simulator), so
 # the gate holds them to it. 8-bit activations cannot (ρ 0.90–0.97 measured, the rounding is
 # in every direction of D): their floor only catches a broken quantization, and a bundle
@@ -329,7 +329,7 @@ def build_bundle(
         }
         calibration: dict[str, Any] = {name: _stats(held[name]) for name in SCORE_NAMES}
         calibration["nap_rtol"] = nap.rtol
-        # Optional fields (SPEC §10): score quantiles for the agent's drift monitor and
+        # Optional fields: score quantiles for the agent's drift monitor and
         # per-channel error statistics for standardized attribution.
         calibration["quantiles"] = _quantiles(held)
         standardizer = fit_channel_standardizer(

@@ -1,4 +1,4 @@
-"""`rapp-export`: train, build and evaluate RaPP model bundles on a workstation."""
+"""`rapp-export`: train, build, sign and push RaPP model bundles on a workstation."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.core.atomic import write_atomic
-from agent.core.bundle.errors import BundleError
 from agent.core.bundle.manifest import AlarmDefaults
-from agent.core.features import FeatureError, FeatureSpec, Segmentation
-from agent.core.recording import RecordingError
-from agent.core.scoring import ScoringError
+from agent.core.errors import AgentError
+from agent.core.errors import exit_code as agent_exit_code
+from agent.core.features import FeatureSpec, Segmentation
 from exporter.model import ExportError
+from firmware_config.errors import FirmwareError
+from firmware_config.errors import exit_code as firmware_exit_code
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -105,7 +106,22 @@ def _add_ota(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--group", help="group id (an entry of [ota] groups)")
     p.add_argument("--expect", type=int, default=1, help="devices in the group to wait for")
     p.add_argument("--robot", help="target robot (default: the manifest's or the only one)")
-    p.add_argument("--url", help="file:// or https:// URL devices download the bundle from")
+    p.add_argument(
+        "--url", help="https://, http:// or file:// URL devices download the bundle from"
+    )
+    p.add_argument(
+        "--key", type=Path,
+        help="release key from keygen: signs the command (agents refuse unsigned ones "
+        "unless [trust] allow_unsigned = true)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rollback", action="store_true",
+        help="let this bundle replace a newer version (a signed downgrade)",
+    )  # fmt: skip
+    p.add_argument(
+        "--expires-in", type=float, metavar="SECONDS",
+        help="devices refuse the command after this long (default: --timeout + 300)",
+    )  # fmt: skip
     p.add_argument("--root", default="rapp/v1", help="topic root (default rapp/v1)")
     p.add_argument("--chunk-size", type=int, default=64 * 1024)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
@@ -117,29 +133,12 @@ def _add_ota(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--password-file", type=Path)
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="RaPP paper tasks MI-F / MI-V on the CNC mill data")
-    p.add_argument("--data", required=True, type=Path, help="cnc-mill-tool-wear folder")
-    p.add_argument("--task", choices=["mi-f", "mi-v", "all"], default="all")
-    p.add_argument("--out", type=Path, help="write results JSON here")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds to average")
-    p.add_argument("--quick", action="store_true", help="fewer epochs (smoke run)")
-    p.add_argument(
-        "--tflite", action="store_true", help="also build and score TFLite fp32/int8 per fold"
-    )
-    p.add_argument("--int8-activations", type=int, choices=[16, 8], default=16)
-
-
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rapp-export", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_build(sub)
-    _add_evaluate(sub)
     _add_ota(sub)
-    from exporter.sim_report import add_sim_report_parser
-
-    add_sim_report_parser(sub)
     return ap
 
 
@@ -285,8 +284,16 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from exporter.keys import load_private_key
     from exporter.push import BrokerOptions, PushError, parse_broker, push
 
+    key = load_private_key(args.key) if args.key is not None else None
+    if key is None:
+        print(
+            "rapp-export push: warning: no --key; the command is unsigned and only agents "
+            "with [trust] allow_unsigned = true act on it",
+            file=sys.stderr,
+        )
     try:
         host, port = parse_broker(args.broker)
         data = args.bundle.read_bytes()
@@ -304,6 +311,9 @@ def cmd_push(args: argparse.Namespace) -> int:
             chunk_size=args.chunk_size,
             timeout=args.timeout,
             pace_s=args.pace,
+            key=key,
+            rollback=args.rollback,
+            expires_in=args.expires_in,
         )  # fmt: skip
     except (PushError, OSError) as err:
         print(f"rapp-export push: {err}", file=sys.stderr)
@@ -316,26 +326,9 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from exporter.evaluate import DEFAULT_CONFIG, run_evaluation
-
-    config = replace(DEFAULT_CONFIG, tflite=args.tflite, int8_activations=args.int8_activations)
-    return run_evaluation(args.data, args.task, args.out, args.seeds, args.quick, config)
-
-
-def cmd_sim_report(args: argparse.Namespace) -> int:
-    from exporter.sim_report import main_sim_report
-
-    return main_sim_report(args)
-
-
 COMMANDS = {
     "train": cmd_train,
     "build": cmd_build,
-    "evaluate": cmd_evaluate,
-    "sim-report": cmd_sim_report,
     "keygen": cmd_keygen,
     "sign": cmd_sign,
     "push": cmd_push,
@@ -346,12 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (RecordingError, FeatureError) as err:
-        print(f"rapp-export {args.command}: bad input: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ExportError, BundleError, ScoringError) as err:
-        print(f"rapp-export {args.command}: {err}", file=sys.stderr)
-        return EXIT_FAILED
+    except (AgentError, FirmwareError) as err:
+        code = agent_exit_code(err) if isinstance(err, AgentError) else firmware_exit_code(err)
+        what = "bad input: " if code == EXIT_USAGE else ""
+        print(f"rapp-export {args.command}: {what}{err}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

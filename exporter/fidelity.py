@@ -1,4 +1,4 @@
-"""int8 vs fp32 fidelity of a built bundle on labelled data (SPEC §11 quality targets).
+"""int8 vs fp32 fidelity of a built bundle on labelled data (the int8 quality targets).
 
 ``build_bundle`` already gates int8 artifacts on pseudo-anomalies made from the calibration
 windows. This module answers the question a release asks on *real* or simulated faults:
@@ -57,7 +57,7 @@ def compare_precisions(
     and Spearman ρ between int8 and fp32 scores (all windows and normal windows only).
 
     Returns ``{"onnx": {...}, "tflite": {...}, "n_normal": …, "n_anomalous": …}``; each
-    format entry carries ``passes`` for the SPEC targets on NAP (|AUROC drop| ≤ 0.005,
+    format entry carries ``passes`` for the quality targets on NAP (|AUROC drop| ≤ 0.005,
     ρ ≥ 0.98). "Within" is two-sided: an int8 artifact that detects clearly *better* than
     fp32 also computes materially different scores, which is worth a look (in practice it
     points at NAP whitening directions near the noise floor). Formats without an fp32/int8

@@ -6,6 +6,8 @@
 - ``sign_bundle(data, key)`` replaces/adds ``manifest.sig`` (Ed25519 over the manifest bytes)
   and re-packs the archive deterministically (sorted names, fixed mtime/owner). Ed25519 is
   deterministic too, so signing the same bundle with the same key gives identical bytes.
+- ``sign_command(command, key)`` signs an OTA install command (its canonical bytes, see
+  agent/ota/command.py) with the same release key, for ``rapp-export push``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from agent.core.atomic import write_atomic
 from agent.core.bundle.archive import pack_archive, read_archive
 from agent.core.bundle.errors import BundleError
 from agent.core.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from agent.ota.command import TransferCommand
 from exporter.model import ExportError
 
 
@@ -77,3 +80,8 @@ def sign_bundle(data: bytes, key: Ed25519PrivateKey) -> bytes:
         raise ExportError(f"cannot sign: {MANIFEST_NAME} missing; is this a .rapp bundle?")
     files[SIGNATURE_NAME] = key.sign(files[MANIFEST_NAME])
     return pack_archive(files)
+
+
+def sign_command(command: TransferCommand, key: Ed25519PrivateKey) -> TransferCommand:
+    """``command`` with its Ed25519 signature by ``key`` (agents check it against [trust] keys)."""
+    return command.with_signature(key.sign(command.signed_bytes()))

@@ -1,4 +1,4 @@
-"""The paper's MLP autoencoder and its projection pathway (SPEC §4), in PyTorch.
+"""The paper's MLP autoencoder and its projection pathway, in PyTorch.
 
 Layer sizes are linearly spaced from the input to the bottleneck; every encoder layer is
 Linear → BatchNorm → LeakyReLU except the bottleneck, which has no activation; the decoder
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from agent.core.atomic import write_atomic
+from agent.core.errors import AgentRuntimeError
 from agent.core.features import FeatureSpec, Normalization
 
 NEGATIVE_SLOPE = 0.2
@@ -27,7 +28,7 @@ MODEL_JSON = "model.json"
 WEIGHTS_NPZ = "weights.npz"
 
 
-class ExportError(RuntimeError):
+class ExportError(AgentRuntimeError, RuntimeError):
     """Exporter failure: bad training data, a model that fails a check, a conversion error."""
 
 

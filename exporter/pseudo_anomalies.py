@@ -1,4 +1,4 @@
-"""Synthetic anomalies made from normal segments (SPEC §10): spikes, drift, scaling, channel
+"""Synthetic anomalies made from normal segments: spikes, drift, scaling, channel
 swap, time shift and noise, in normalized units. They verify int8 fidelity where it matters
 (ranking anomalies above normal data) and feed the pseudo-anomaly sanity check."""
 

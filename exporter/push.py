@@ -1,9 +1,14 @@
-"""`rapp-export push`: send a bundle over the air to one device or a group (SPEC §9).
+"""`rapp-export push`: send a bundle over the air to one device or a group.
 
 The protocol is described in ``agent/ota/transfer.py``. The pusher:
 
-1. publishes the install command (QoS 1, retained) on the device's or group's ``ota/cmd``,
-   and again after every reconnect (a broker restarted without persistence forgets it);
+1. builds the install command — target, transfer id, bundle id and version, size, sha256,
+   chunk hashes, url, rollback flag and an expiry (``expires_in``, by default the push
+   ``timeout`` plus :data:`EXPIRY_MARGIN_S` for clock skew) — and signs it with the release
+   key (``rapp-export keygen``; agents refuse unsigned commands unless ``[trust]
+   allow_unsigned``; ``rollback`` lets an older version replace a newer one);
+   publishes it (QoS 1, retained) on the device's or group's ``ota/cmd``, and again after
+   every reconnect (a broker restarted without persistence forgets it);
 2. publishes every chunk once (QoS 1) on ``<root>/_transfer/<transfer_id>/<index>`` — unless
    ``--url`` is given, then devices download the file themselves;
 3. keeps serving: every ``ota/need`` message of this transfer gets the missing chunks
@@ -28,19 +33,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.core.bundle.archive import read_archive
 from agent.core.bundle.errors import BundleError
 from agent.core.bundle.manifest import MANIFEST_NAME
-from agent.ota.transfer import DEFAULT_CHUNK_SIZE, TransferCommand
+from agent.core.errors import AgentRuntimeError
+from agent.ota.command import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    MAX_COMMAND_BYTES,
+    CommandTarget,
+    TransferCommand,
+)
 from agent.sinks.topics import DEFAULT_ROOT, TopicError, validate_id, validate_root
+from exporter.keys import sign_command
 
 FINAL = ("committed", "rejected", "rolled_back")
 RESEND_GAP_S = 0.5  # do not re-publish the same chunk more often than this
+EXPIRY_MARGIN_S = 300.0  # devices whose clock runs somewhat ahead still accept the command
 
 
-class PushError(RuntimeError):
+class PushError(AgentRuntimeError, RuntimeError):
     """The push could not be started (bad bundle, bad target, broker unreachable)."""
 
 
@@ -133,9 +148,13 @@ def push(
     timeout: float = 600.0,
     transfer_id: str | None = None,
     pace_s: float = 0.0,
+    key: Ed25519PrivateKey | None = None,
+    rollback: bool = False,
+    expires_in: float | None = None,
     log: Callable[[str], None] = print,
 ) -> PushResult:
-    """Push ``data`` and wait for the outcome (see the module docstring)."""
+    """Push ``data`` and wait for the outcome (see the module docstring). Without ``key``
+    the command is unsigned: only agents with ``[trust] allow_unsigned`` act on it."""
     if (device is None) == (group is None):
         raise PushError("give exactly one of --device or --group")
     try:
@@ -145,13 +164,31 @@ def push(
             validate_id(robot, what="robot id")
     except TopicError as err:
         raise PushError(str(err)) from err
+    if rollback and key is None:
+        raise PushError("--rollback needs --key: agents act on a signed rollback only")
+    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+        raise PushError(f"--chunk-size {chunk_size}: use 1 to {MAX_CHUNK_SIZE} bytes")
+    lifetime = timeout + EXPIRY_MARGIN_S if expires_in is None else expires_in
+    if lifetime <= 0:
+        raise PushError(f"--expires-in {expires_in:g}: must be a positive number of seconds")
     bundle_id, version = bundle_identity(data)
     tid = transfer_id or f"t{int(time.time())}-{uuid.uuid4().hex[:8]}"
     command = TransferCommand.for_bundle(
-        data, tid, bundle_id, version, robot=robot, chunk_size=chunk_size, url=url
-    )
+        data, tid, bundle_id, version, robot=robot, chunk_size=chunk_size, url=url,
+        target=CommandTarget("device" if device else "group", target), rollback=rollback,
+        expires=int(time.time() + lifetime),
+    )  # fmt: skip
+    if key is not None:
+        command = sign_command(command, key)
+    else:
+        log(f"push {tid}: WARNING unsigned command; only agents with allow_unsigned accept it")
     cmd_topic = f"{root}/{target}/ota/cmd" if device else f"{root}/group/{target}/ota/cmd"
     cmd_payload = json.dumps(command.to_json()).encode()
+    if len(cmd_payload) > MAX_COMMAND_BYTES:
+        raise PushError(
+            f"the command would be {len(cmd_payload)} bytes, over the {MAX_COMMAND_BYTES} "
+            "agents read; use a larger --chunk-size"
+        )
     chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
     expected = 1 if device else max(1, expect)
     result = PushResult(tid, expected=expected)
@@ -191,8 +228,9 @@ def push(
         except queue.Empty as err:
             raise PushError(f"no MQTT connection to {options.host}:{options.port}") from err
         log(
-            f"push {tid}: {bundle_id} v{version}, {len(data)} bytes in {len(chunks)} chunk(s) "
-            f"→ {'device' if device else 'group'} {target}"
+            f"push {tid}: {bundle_id} v{version}{' (rollback)' if rollback else ''}, "
+            f"{len(data)} bytes in {len(chunks)} chunk(s) → {'device' if device else 'group'} "
+            f"{target}"
         )
         if url is None:
             for i in range(len(chunks)):

@@ -1,4 +1,4 @@
-"""Export-time sanity checks (SPEC §10): is this model fit to ship, judged without labels?
+"""Export-time sanity checks: is this model fit to ship, judged without labels?
 
 A bundle is built from normal data only, so nothing downstream tells the user that the model
 is under-trained, over-fitted, numerically unstable or — the classic autoencoder failure —

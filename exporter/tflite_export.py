@@ -1,4 +1,4 @@
-"""TFLite export of the projection pathway: fp32 and full-integer int8 (SPEC §4, issue #6).
+"""TFLite export of the projection pathway: fp32 and full-integer int8.
 
 Route: rebuild the pathway in TensorFlow from the *folded* PyTorch weights and convert it with
 ``tf.lite.TFLiteConverter`` and a representative dataset of normal feature vectors. Why this

@@ -1,4 +1,4 @@
-"""Seeded training with early stopping on a validation split of normal data (SPEC §4)."""
+"""Seeded training with early stopping on a validation split of normal data."""
 
 from __future__ import annotations
 

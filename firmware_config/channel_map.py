@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from firmware_config.crc import crc16
+from firmware_config.errors import FirmwareInputError
 from firmware_config.limits import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE_HZ,
@@ -92,7 +93,7 @@ _EXAMPLES = {
 }
 
 
-class ChannelMapError(ValueError):
+class ChannelMapError(FirmwareInputError):
     """A channel map that cannot be used; the message names the key, the value and the fix."""
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from firmware_config.channel_map import (
     ChannelMap,
-    ChannelMapError,
     builtin_map_path,
     load_channel_map,
 )
 from firmware_config.cheader import generate_header
-from firmware_config.emulator import Emulator, EmulatorError, FrameSource, Impairments
+from firmware_config.emulator import Emulator, FrameSource, Impairments
+from firmware_config.errors import FirmwareError, exit_code
 from firmware_config.golden import check_golden, write_golden
 from firmware_config.simulator import (
     SimulationConfig,
@@ -203,9 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return COMMANDS[args.command](args)
-    except (ChannelMapError, SimulationError, EmulatorError) as err:
+    except FirmwareError as err:
         print(f"rapp-firmware {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_code(err)
     except OSError as err:
         print(f"rapp-firmware {args.command}: error: {err}", file=sys.stderr)
         return EXIT_FAILURE

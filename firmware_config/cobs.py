@@ -12,13 +12,15 @@ byte is emitted. ``c/rapp_frame.c`` does the same; golden vectors pin it.
 
 from __future__ import annotations
 
+from firmware_config.errors import FirmwareInputError
+
 COBS_DELIMITER = 0x00
 COBS_MAX_BLOCK = 0xFF  # code byte meaning "254 data bytes follow, no implied zero"
 COBS_MAX_RUN = COBS_MAX_BLOCK - 1  # data bytes in a full block
 _ZERO = bytes([COBS_DELIMITER])
 
 
-class CobsError(ValueError):
+class CobsError(FirmwareInputError):
     """Bytes that are not a valid COBS encoding."""
 
 

@@ -8,9 +8,11 @@ misconfigured board may send something else entirely. The decoder therefore
 - treats every 0x00 as a frame boundary, so after any damage it is back in sync at the next
   delimiter (``resyncs`` counts how often bytes had to be thrown away);
 - yields a frame only if its COBS is valid, its CRC matches and every field is consistent;
-- counts what it rejects, and the DATA frames missing according to the sequence number.
+- counts what it rejects.
 
-It never raises on input bytes: every parse error is a counter.
+It never raises on input bytes: every parse error is a counter. Sequence numbers are not its
+business: :class:`~firmware_config.sequence.SequenceTracker` judges them (see
+:class:`~firmware_config.stream.FrameStream`, which combines the two).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import struct
 from dataclasses import dataclass
 
 from firmware_config.cobs import CobsError, cobs_decode
+from firmware_config.errors import FirmwareInputError
 from firmware_config.protocol import (
     FRAME_DELIMITER,
     MAX_ENCODED_FRAME,
-    SEQ_MODULUS,
     CrcMismatchError,
     Frame,
     Hello,
@@ -33,17 +35,14 @@ from firmware_config.protocol import (
 )
 
 LOG = logging.getLogger(__name__)
-_BACKWARDS = SEQ_MODULUS // 2  # a forward jump this large is really a step backwards
 
 
 @dataclass(frozen=True)
 class DecoderStats:
     """Counters of one decoder (a snapshot; every field only ever grows).
 
-    ``sequence_gaps`` is the number of DATA frames missing between received ones (u16
-    wraparound handled); ``gap_events`` how many times a gap was seen; ``out_of_order`` counts
-    sequence numbers that went backwards (duplicate, reordering or device reboot), which are
-    not counted as gaps. ``resyncs`` counts every time bytes were discarded to get back in sync
+    ``frames_ok`` counts DATA frames that passed COBS, CRC and field checks (whatever their
+    schema). ``resyncs`` counts every time bytes were discarded to get back in sync
     (each rejected frame, each oversize run, each :meth:`FrameDecoder.resync` that dropped data).
     """
 
@@ -54,9 +53,6 @@ class DecoderStats:
     unsupported: int = 0
     oversize: int = 0
     resyncs: int = 0
-    sequence_gaps: int = 0
-    gap_events: int = 0
-    out_of_order: int = 0
     bytes_received: int = 0
     bytes_discarded: int = 0
 
@@ -74,13 +70,12 @@ class FrameDecoder:
 
     def __init__(self, max_frame_bytes: int = MAX_ENCODED_FRAME) -> None:
         if max_frame_bytes < 1:
-            raise ValueError(f"max_frame_bytes = {max_frame_bytes}: must be ≥ 1")
+            raise FirmwareInputError(f"max_frame_bytes = {max_frame_bytes}: must be ≥ 1")
         self._max = max_frame_bytes
         self._buffer = bytearray()
         self._skipping = False  # inside an oversize run or after resync(): drop to next 0x00
         self._skip_is_resync = False  # the skip came from resync(), not from an oversize run
         self._skipped = 0  # bytes dropped by the current skip
-        self._expected_seq: int | None = None
         self.last_hello: Hello | None = None
         self._frames_ok = 0
         self._hellos = 0
@@ -89,9 +84,6 @@ class FrameDecoder:
         self._unsupported = 0
         self._oversize = 0
         self._resyncs = 0
-        self._gaps = 0
-        self._gap_events = 0
-        self._out_of_order = 0
         self._bytes_received = 0
         self._bytes_discarded = 0
 
@@ -114,9 +106,6 @@ class FrameDecoder:
             unsupported=self._unsupported,
             oversize=self._oversize,
             resyncs=self._resyncs,
-            sequence_gaps=self._gaps,
-            gap_events=self._gap_events,
-            out_of_order=self._out_of_order,
             bytes_received=self._bytes_received,
             bytes_discarded=self._bytes_discarded,
         )
@@ -149,10 +138,6 @@ class FrameDecoder:
         if not self._skipping:
             self._skip_is_resync = True
         self._skipping = True
-
-    def reset_sequence(self) -> None:
-        """Forget the expected sequence number (e.g. after a known device reboot)."""
-        self._expected_seq = None
 
     def _accumulate(self, chunk: bytes, start: int, end: int) -> None:
         size = end - start
@@ -194,7 +179,6 @@ class FrameDecoder:
             self.last_hello = message
         else:
             self._frames_ok += 1
-            self._track_sequence(message.seq)
             frames.append(message)
 
     def _decode(self, candidate: bytes) -> Frame | Hello | None:
@@ -208,17 +192,3 @@ class FrameDecoder:
             LOG.debug("malformed frame: %s", err)
             self._malformed += 1
         return None
-
-    def _track_sequence(self, seq: int) -> None:
-        expected = self._expected_seq
-        self._expected_seq = (seq + 1) % SEQ_MODULUS
-        if expected is None:
-            return
-        missing = (seq - expected) % SEQ_MODULUS
-        if missing == 0:
-            return
-        if missing >= _BACKWARDS:
-            self._out_of_order += 1
-        else:
-            self._gaps += missing
-            self._gap_events += 1

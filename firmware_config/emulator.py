@@ -26,6 +26,7 @@ import numpy as np
 import serial
 
 from firmware_config.channel_map import ChannelMap
+from firmware_config.errors import FirmwareInputError
 from firmware_config.protocol import FRAME_DELIMITER, Frame, Hello, encode_frame, encode_hello
 from firmware_config.simulator import SimulationConfig, Simulator, run_to_frames
 
@@ -37,7 +38,7 @@ CHUNK_FRAMES = 100  # frames simulated per step of the source
 FIRMWARE_ID = "rapp-emu 0.1.0"
 
 
-class EmulatorError(RuntimeError):
+class EmulatorError(FirmwareInputError):
     """The emulator cannot run as configured."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from firmware_config.channel_map import ChannelMap
 from firmware_config.cobs import COBS_MAX_RUN, cobs_encode
 from firmware_config.crc import crc16
+from firmware_config.errors import FirmwareInputError
 from firmware_config.protocol import (
     HEADER_SIZE,
     Frame,
@@ -35,7 +36,7 @@ _XORSHIFT_SEED = 0x2545F491
 _U32 = 0xFFFFFFFF
 
 
-class GoldenError(ValueError):
+class GoldenError(FirmwareInputError):
     """Golden files that are missing or differ from what the codec produces now."""
 
 

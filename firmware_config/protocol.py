@@ -41,6 +41,7 @@ import numpy as np
 
 from firmware_config.cobs import COBS_DELIMITER, cobs_encode, max_encoded_size
 from firmware_config.crc import crc16
+from firmware_config.errors import FirmwareInputError
 from firmware_config.limits import MAX_CHANNELS, MAX_SAMPLES_PER_FRAME, MAX_VALUES_PER_FRAME
 
 PROTOCOL_VERSION = 1
@@ -96,7 +97,7 @@ _CRC = struct.Struct(CRC_FORMAT)
 _HELLO = struct.Struct(HELLO_FORMAT)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(FirmwareInputError):
     """A frame that cannot be encoded or decoded (bad field value, length, CRC, COBS)."""
 
 

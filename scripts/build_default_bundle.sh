@@ -75,7 +75,7 @@ echo "build_default_bundle: building the bundle"
 # fp32 ≥ 0.98, pseudo-anomaly AUROC drop ≤ 0.005) and min-max calibration: with 16-bit
 # activations neither the lowered floor (0.9) nor the percentile clipping that 8-bit
 # activations needed is required. BUILD_FLAGS adds flags, e.g. BUILD_FLAGS=--tflite for a
-# bundle with TFLite artifacts (sim-report --backend litert).
+# bundle with TFLite artifacts (python -m benchmarks.sim_report --backend litert).
 mkdir -p "$(dirname "$OUT")"
 # shellcheck disable=SC2086  # BUILD_FLAGS is a list of flags
 "$EXPORT" build \

@@ -35,6 +35,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(str(item.fspath)).relative_to(root).parts
         if parts and parts[0] in KINDS:
             item.add_marker(getattr(pytest.mark, parts[0]))
+            if parts[0] == "bench":  # each harness run takes minutes
+                item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

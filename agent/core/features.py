@@ -1,4 +1,4 @@
-"""Features and windows (SPEC §5), the one implementation both the exporter and the agent run.
+"""Features and windows, the one implementation both the exporter and the agent run.
 
 A recording or a live stream is a (T × C) array of samples in physical units. It is
 normalized per channel (mean/std fitted on training data), cut into segments — fixed windows
@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from agent.core.errors import AgentInputError
+
 FEATURE_KINDS = ("raw", "stats")
 STATS_PER_CHANNEL = ("mean", "std", "min", "max")
 SEGMENTATION_KINDS = ("window", "cycle")
 
 
-class FeatureError(ValueError):
+class FeatureError(AgentInputError, ValueError):
     """A feature specification or input that cannot be turned into windows."""
 
 
@@ -211,7 +213,8 @@ class Segment:
 @dataclass
 class SegmenterStats:
     segments: int = 0
-    skipped_gap: int = 0
+    gaps: int = 0  # gap markers seen (lost data before a chunk)
+    skipped_gap: int = 0  # segments not scored because they would span a gap
     skipped_nan: int = 0
     skipped_cycle_length: int = 0
 
@@ -246,6 +249,7 @@ class StreamSegmenter:
         gap_before: bool = False,
     ) -> list[Segment]:
         data = np.asarray(chunk, dtype=np.float32)
+        self.stats.gaps += int(gap_before)
         if data.ndim != 2 or data.shape[1] != self._spec.n_channels:
             raise FeatureError(
                 f"chunk has shape {data.shape}; expected (n, {self._spec.n_channels}) for "

@@ -1,6 +1,6 @@
 """RaPP novelty scores (Kim et al., ICLR 2020): Recon, SAP and NAP, in vectorized numpy.
 
-Notation (SPEC §3): h_0(x) = x, h_i = g_i(h_{i-1}); x̂ = decoder(encoder(x)); ĥ_i = h_i(x̂);
+Notation: h_0(x) = x, h_i = g_i(h_{i-1}); x̂ = decoder(encoder(x)); ĥ_i = h_i(x̂);
 d_i(x) = ĥ_i − h_i. The pathway model computes every h_i and ĥ_i in one run, so scoring is
 pure array work here and identical on the workstation and the edge box.
 
@@ -8,7 +8,8 @@ Public API:
 
 - :func:`pathway_differences` concatenates the selected layers' differences into D (N × M).
 - :func:`fit_nap` fits the NAP normalization on a difference matrix of normal data.
-- :func:`nap_score`, :func:`sap_score`, :func:`recon_score` score a batch.
+- :func:`nap_score`, :func:`sap_score`, :func:`recon_score` score a batch; NAP in float64
+  (the reference) or, where :func:`nap_float32_error` allows, float32 (:func:`float32_nap`).
 - :func:`channel_attribution` splits a window's reconstruction error over input channels
   (legacy shares, for bundles without attribution statistics).
 - :class:`ChannelStandardizer` / :func:`fit_channel_standardizer`: per-channel excess of
@@ -23,10 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.core.errors import AgentInputError
+
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
-class RappError(ValueError):
+class RappError(AgentInputError, ValueError):
     """Raised for inputs that cannot be scored (wrong shapes, non-finite fit data)."""
 
 
@@ -99,17 +102,67 @@ def fit_nap(diffs: np.ndarray, rtol: float | None = None) -> NapParams:
 
 
 def nap_score(diffs: np.ndarray, params: NapParams) -> np.ndarray:
-    """NAP(x) = Σ_j ((d(x) − μ)·v_j / s_j)², for every row of ``diffs``: one GEMM."""
+    """NAP(x) = Σ_j ((d(x) − μ)·v_j / s_j)², for every row of ``diffs``: one GEMM.
+
+    Computed in the precision of ``params.projection``: float64 (as fitted and loaded) is
+    the reference; float32 params (:func:`float32_nap`) halve the memory the GEMM reads,
+    and :func:`nap_float32_error` says whether a bundle's spectrum allows that. The scores
+    are float64 either way.
+    """
     d = _as_matrix("diffs", diffs)
     if d.shape[1] != params.dim:
         raise RappError(
             f"diffs have {d.shape[1]} columns but NAP was fitted on {params.dim}; "
             "the model and rapp.npz do not belong together"
         )
-    # float64 keeps the small-s_j directions from losing precision in the GEMM; the arrays
-    # are small (M × k), so this costs little next to the inference itself.
-    z = (d.astype(np.float64, copy=False) - params.mu) @ params.projection
-    return np.einsum("ij,ij->i", z, z)
+    dtype = np.float32 if params.projection.dtype == np.float32 else np.float64
+    z = (d.astype(dtype, copy=False) - params.mu) @ params.projection
+    return np.einsum("ij,ij->i", z, z).astype(np.float64, copy=False)
+
+
+# Largest relative error of float32 NAP against the float64 reference that the scorer
+# accepts (checked per bundle at load, :func:`nap_float32_error`). Thresholds sit at a
+# calibration quantile and the canary tolerance is 1e-3, so 1e-5 cannot move an alarm
+# decision except for a score within 0.001 % of its threshold; measured on the shipped
+# model and the test bundles: ≤ 1e-6.
+NAP_FLOAT32_RTOL = 1e-5
+
+
+def float32_nap(params: NapParams) -> NapParams:
+    """``params`` with μ and W in float32 (NAP then runs as a float32 GEMM)."""
+    return NapParams(
+        mu=params.mu.astype(np.float32),
+        projection=params.projection.astype(np.float32),
+        singular_values=params.singular_values,
+        rtol=params.rtol,
+    )
+
+
+def nap_probes(params: NapParams, levels: Sequence[float], per_level: int = 8) -> np.ndarray:
+    """float32 difference rows whose float64 NAP is each of ``levels`` (``per_level`` random
+    directions each): d = μ + r·diag(s²)·Wᵀ has projection z = r, so NAP = ‖r‖².
+
+    Small levels — windows close to the calibration mean — are where float32 loses most
+    (the rounding of μ against a small d − μ), so callers pass the low calibration scores.
+    """
+    rng = np.random.default_rng(0)
+    rows = []
+    for level in levels:
+        r = rng.normal(size=(per_level, params.k))
+        r *= np.sqrt(max(float(level), 0.0) / np.einsum("ij,ij->i", r, r))[:, None]
+        rows.append(params.mu + (r * np.square(params.singular_values)) @ params.projection.T)
+    return np.concatenate(rows).astype(np.float32)
+
+
+def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got − ref| / |ref| over the rows (a zero reference counts as 1e-30)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    return float((np.abs(np.asarray(got) - ref) / np.maximum(np.abs(ref), 1e-30)).max())
+
+
+def nap_float32_error(params: NapParams, diffs: np.ndarray) -> float:
+    """Largest relative error of float32 NAP against float64 on ``diffs``."""
+    return relative_error(nap_score(diffs, float32_nap(params)), nap_score(diffs, params))
 
 
 def sap_score(diffs: np.ndarray) -> np.ndarray:
@@ -172,7 +225,11 @@ def channel_attribution(x: np.ndarray, x_hat: np.ndarray, weights: np.ndarray) -
     Rows sum to 1; ``weights`` comes from :func:`attribution_weights`. One GEMM per batch.
     """
     err = np.square(_as_matrix("x_hat", x_hat).astype(np.float64) - _as_matrix("x", x))
-    per_channel = err @ weights
+    return error_shares(err @ weights)
+
+
+def error_shares(per_channel: np.ndarray) -> np.ndarray:
+    """Rows of per-channel errors (N × C) as shares summing to 1 (uniform for a zero row)."""
     totals = per_channel.sum(axis=1, keepdims=True)
     uniform = np.full_like(per_channel, 1.0 / per_channel.shape[1])
     return np.divide(per_channel, totals, out=uniform, where=totals > 0)

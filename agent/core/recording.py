@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.core.errors import AgentInputError
 
-class RecordingError(ValueError):
+
+class RecordingError(AgentInputError, ValueError):
     """A recording that cannot be read as the documented CSV format."""
 
 
@@ -56,6 +58,13 @@ def read_columns(path: Path) -> dict[str, np.ndarray]:
             rows = list(reader)
     except OSError as err:
         raise RecordingError(f"{path}: cannot read ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise RecordingError(
+            f"{path}: not a UTF-8 text CSV ({err.reason} at byte {err.start}); "
+            "give the recording as CSV text"
+        ) from err
+    except csv.Error as err:
+        raise RecordingError(f"{path}: not a readable CSV ({err})") from err
     width = len(header)
     bad = next((i for i, row in enumerate(rows) if len(row) != width), None)
     if bad is not None:

@@ -2,34 +2,66 @@
 
 This is the scoring step both the live agent and ``rapp-agent score`` run, and the exporter
 uses to calibrate thresholds and golden canaries — one implementation.
+
+Two paths compute it. The numpy path (``agent.core.rapp``) is the reference, and serves
+backends that cannot fuse (LiteRT); its NAP runs in float32 where the bundle's spectrum
+allows (:func:`agent.core.rapp.nap_float32_error` ≤ ``NAP_FLOAT32_RTOL`` on probe rows, else
+float64). The fused path runs the whole step inside the runtime in one call
+(:mod:`agent.core.backends.fusion`; onnxruntime). :meth:`Scorer.open` picks per bundle at
+load: fused only if float32 NAP passed and the fused scores match the float64 reference on
+the golden canary inputs within ``FUSED_RTOL`` — recon/SAP/NAP relative, each attribution
+value relative to (|value| + its calibration offset + 1) — else the numpy path.
+
+``precision = "auto"`` (:func:`open_scorer`) opens every artifact whose fidelity gate the
+manifest records as passed (fp32 always), and keeps the one whose batch-1 step is fastest on
+this device (CPU time over a few interleaved runs).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from agent.core.backends import Backend, BackendError, backend_class, create_backend
+from agent.core.backends.fusion import FusedStep, StepMatrices, step_matrices
 from agent.core.bundle.loader import Bundle, LoadedArtifact, select_artifact
-from agent.core.bundle.manifest import SCORE_NAMES, ArtifactSpec, channel_error_stats
+from agent.core.bundle.manifest import (
+    SCORE_NAMES,
+    ArtifactSpec,
+    Manifest,
+    calibration_quantiles,
+    channel_error_stats,
+)
+from agent.core.errors import AgentRuntimeError
 from agent.core.features import Segment, segment_features
 from agent.core.rapp import (
+    NAP_FLOAT32_RTOL,
     ChannelStandardizer,
+    NapParams,
     attribution_weights,
     channel_attribution,
     channel_excess,
+    error_shares,
+    float32_nap,
+    nap_float32_error,
+    nap_probes,
     nap_score,
     pathway_differences,
     recon_score,
+    relative_error,
     sap_score,
 )
 
 AUTO_BACKEND_ORDER = ("onnxruntime", "litert")
+PRECISION_CHOICES = ("int8", "fp32", "auto")
+# The fused step does everything in float32, so it is held to float32 NAP's tolerance.
+FUSED_RTOL = NAP_FLOAT32_RTOL
 
 
-class ScoringError(RuntimeError):
+class ScoringError(AgentRuntimeError, RuntimeError):
     """A model that cannot score: failed canary, non-finite output, no usable backend."""
 
 
@@ -53,13 +85,25 @@ class Scores:
 
 
 class Scorer:
-    """Scores feature vectors with one artifact of a bundle on one backend."""
+    """Scores feature vectors with one artifact of a bundle on one backend.
 
-    def __init__(self, bundle: Bundle, loaded: LoadedArtifact, backend: Backend) -> None:
+    Constructed directly it runs the numpy reference (float64 NAP unless ``nap`` says
+    otherwise); :meth:`open` picks the fastest path that reproduces it.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        loaded: LoadedArtifact,
+        backend: Backend,
+        nap: NapParams | None = None,
+        fused: FusedStep | None = None,
+    ) -> None:
         self.bundle = bundle
         self.artifact = loaded.spec
         self.backend = backend
-        self._nap = loaded.nap
+        self._nap = loaded.nap if nap is None else nap
+        self._fused = fused
         self._layers = bundle.manifest.rapp_layers
         spec = bundle.manifest.input
         self._weights = attribution_weights(
@@ -69,23 +113,72 @@ class Scorer:
         self._feature_channel = spec.feature_channel()
         self._standardizer = _standardizer(bundle, loaded.spec, spec.n_channels)
 
+    @classmethod
+    def open(
+        cls, bundle: Bundle, loaded: LoadedArtifact, backend: Backend, fuse: bool = True
+    ) -> Scorer:
+        """The fastest scorer that reproduces the float64 reference (see the module doc)."""
+        reference = cls(bundle, loaded, backend)
+        error = nap_float32_error(loaded.nap, _nap_check_rows(bundle, loaded, backend))
+        if error > NAP_FLOAT32_RTOL:
+            return reference
+        numpy32 = cls(bundle, loaded, backend, nap=float32_nap(loaded.nap))
+        fused = _fuse(backend, numpy32.step_matrices()) if fuse else None
+        if fused is None:
+            return numpy32
+        candidate = cls(bundle, loaded, backend, nap=numpy32._nap, fused=fused)
+        x = bundle.canary_inputs
+        offset = candidate.step_matrices().offset[3:]
+        if _fused_error(candidate.score(x), reference.score(x), offset) > FUSED_RTOL:
+            return numpy32
+        return candidate
+
+    @property
+    def path(self) -> str:
+        """Which implementation scores: "fused", "numpy-float32-nap" or "numpy-float64-nap"."""
+        if self._fused is not None:
+            return "fused"
+        return f"numpy-{'float32' if self._nap.projection.dtype == np.float32 else 'float64'}-nap"
+
+    def step_matrices(self) -> StepMatrices:
+        """This scorer's step as the constants a runtime fuses into its graph."""
+        widths = self.bundle.manifest.layer_sizes
+        return step_matrices(
+            self._layers,
+            widths,
+            self._nap,
+            self._weights,
+            self._feature_channel,
+            self._standardizer,
+        )
+
     def _contributions(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
         if self._standardizer is None:
             return channel_attribution(x, x_hat, self._weights)
         return channel_excess(x, x_hat, self._weights, self._feature_channel, self._standardizer)
 
     def score(self, features: np.ndarray) -> Scores:
+        if self._fused is not None:
+            return self._score_fused(features)
         pathway = self.backend.run(features)
-        # One float64 copy of D shared by SAP and NAP (each would otherwise cast its own).
-        diffs = pathway_differences(pathway.hidden, pathway.hidden_hat, self._layers).astype(
-            np.float64
-        )
+        diffs = pathway_differences(pathway.hidden, pathway.hidden_hat, self._layers)
+        if self._nap.projection.dtype != np.float32:
+            # One float64 copy of D shared by SAP and NAP (each would otherwise cast its own).
+            diffs = diffs.astype(np.float64)
         return Scores(
             recon=recon_score(pathway.x, pathway.x_hat),
             sap=sap_score(diffs),
             nap=nap_score(diffs, self._nap),
             contributions=self._contributions(pathway.x, pathway.x_hat),
         )
+
+    def _score_fused(self, features: np.ndarray) -> Scores:
+        out = self._fused.run(features)  # type: ignore[union-attr]  # a fresh float64 array
+        columns = out[:, :3].T.copy()
+        contributions = np.ascontiguousarray(out[:, 3:])
+        if self._standardizer is None:
+            contributions = error_shares(contributions)
+        return Scores(recon=columns[0], sap=columns[1], nap=columns[2], contributions=contributions)
 
     def score_segments(self, segments: Sequence[Segment]) -> Scores:
         stacked = np.stack([s.samples for s in segments])
@@ -135,21 +228,111 @@ def _standardizer(
     )
 
 
+def _nap_check_rows(bundle: Bundle, loaded: LoadedArtifact, backend: Backend) -> np.ndarray:
+    """Difference rows to check float32 NAP on: the canary's, and probes at the lowest and
+    the median calibration NAP (where float32 loses most, :func:`agent.core.rapp.nap_probes`)."""
+    pathway = backend.run(bundle.canary_inputs)
+    rows = [pathway_differences(pathway.hidden, pathway.hidden_hat, bundle.manifest.rapp_layers)]
+    quantiles = calibration_quantiles(loaded.spec, "nap")
+    if quantiles is not None:
+        levels, values = np.asarray(quantiles[0]), np.asarray(quantiles[1])
+        low = (float(values.min()), float(values[np.argmin(np.abs(levels - 0.5))]))
+        rows.append(nap_probes(loaded.nap, low))
+    return np.concatenate(rows)
+
+
+def _fuse(backend: Backend, step: StepMatrices) -> FusedStep | None:
+    """The backend's fused step, or None where it cannot build one (numpy path instead)."""
+    try:
+        return backend.fuse(step)
+    except BackendError:
+        return None
+
+
+def _fused_error(got: Scores, ref: Scores, offset: np.ndarray) -> float:
+    """Worst error of fused scores against the reference, in units of the tolerance's scale
+    (see the module docstring)."""
+    worst = max(relative_error(got.get(name), ref.get(name)) for name in SCORE_NAMES)
+    scale = np.abs(ref.contributions) + np.abs(offset) + 1.0
+    return max(worst, float((np.abs(got.contributions - ref.contributions) / scale).max()))
+
+
+def passed_fidelity_gate(manifest: Manifest, artifact: ArtifactSpec) -> bool:
+    """fp32 artifacts are the reference; others need a passed gate recorded in the manifest."""
+    if artifact.precision == "fp32":
+        return True
+    gate = manifest.fidelity.get(artifact.id)
+    return gate is not None and gate.passed
+
+
+def step_seconds(
+    scorers: Sequence[Scorer], x: np.ndarray, rounds: int = 5, calls: int = 10
+) -> list[float]:
+    """Median CPU seconds per ``score(x)`` of each scorer, interleaved round by round so a
+    busy neighbour slows every candidate alike; the first round is a warm-up."""
+    per_round: list[list[float]] = [[] for _ in scorers]
+    for round_index in range(rounds + 1):
+        for scorer, seconds in zip(scorers, per_round, strict=True):
+            start = time.thread_time()
+            for _ in range(calls):
+                scorer.score(x)
+            if round_index:
+                seconds.append((time.thread_time() - start) / calls)
+    return [float(np.median(seconds)) for seconds in per_round]
+
+
+def _gated_candidates(bundle: Bundle, names: Sequence[str], threads: int, errors: list[str]):
+    """Canary-checked scorers of every artifact of ``names``' formats that passed its gate."""
+    for name in names:
+        try:
+            formats = backend_class(name).formats
+        except BackendError as err:
+            errors.append(f"{name}: {err}")
+            continue
+        for loaded in bundle.artifacts.values():
+            spec = loaded.spec
+            if spec.format not in formats:
+                continue
+            if not passed_fidelity_gate(bundle.manifest, spec):
+                errors.append(f"{name}/{spec.id}: no passed fidelity gate in the manifest")
+                continue
+            try:
+                scorer = Scorer.open(bundle, loaded, create_backend(loaded, bundle, name, threads))
+                scorer.check_canary()
+            except (BackendError, ScoringError, ValueError, ImportError) as err:
+                errors.append(f"{name}/{spec.id}: {err}")
+                continue
+            yield scorer
+
+
+def _fastest_scorer(bundle: Bundle, names: Sequence[str], threads: int) -> Scorer:
+    errors: list[str] = []
+    scorers = list(_gated_candidates(bundle, names, threads, errors))
+    if not scorers:
+        raise ScoringError("precision = auto: no usable artifact — " + "; ".join(errors))
+    seconds = step_seconds(scorers, bundle.canary_inputs[:1])
+    return scorers[int(np.argmin(seconds))]
+
+
 def open_scorer(
     bundle: Bundle, backend: str = "auto", precision: str = "int8", threads: int = 1
 ) -> Scorer:
     """Pick an artifact and backend for ``bundle`` and return a warmed-up, canary-checked scorer.
 
     ``backend="auto"`` takes the first runtime in :data:`AUTO_BACKEND_ORDER` that is installed
-    and has a matching artifact at ``precision``.
+    and has a matching artifact at ``precision``. ``precision="auto"`` times every artifact
+    that passed its fidelity gate, on every runtime ``backend`` allows, and keeps the fastest;
+    an artifact whose canary fails there is skipped (named in the error if none is left).
     """
     names = AUTO_BACKEND_ORDER if backend == "auto" else (backend,)
+    if precision == "auto":
+        return _fastest_scorer(bundle, names, threads)
     errors = []
     for name in names:
         try:
             cls = backend_class(name)
             loaded = select_artifact(bundle, cls.formats, precision)
-            scorer = Scorer(bundle, loaded, create_backend(loaded, bundle, name, threads))
+            scorer = Scorer.open(bundle, loaded, create_backend(loaded, bundle, name, threads))
         except (BackendError, ValueError, ImportError) as err:
             errors.append(f"{name}: {err}")
             continue

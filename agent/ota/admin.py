@@ -9,36 +9,44 @@ operator's decision, printed here).
 
 from __future__ import annotations
 
-from agent.config import AgentConfig
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
 from agent.ota.errors import OtaError
 from agent.ota.store import ModelStore
 
 
-def list_models(config: AgentConfig) -> str:
-    store = ModelStore(config.agent.state_dir)
+def list_models(state_dir: Path | str, robots: Mapping[str, Sequence[str]]) -> str:
+    """What each robot serves: ``robots`` maps robot id → its configured bundles."""
+    store = ModelStore(state_dir)
     lines = []
-    for robot in config.robots:
-        lines.append(f"robot {robot.id}:")
-        lines.append(f"  configured: {', '.join(robot.bundles)}")
-        pointer = store.pointer(robot.id)
-        for bundle_id, entry in sorted(pointer.items()):
-            prev = entry.previous[:12] if entry.previous else "configured bundle"
-            lines.append(
-                f"  {bundle_id}: active {entry.active[:12]} v{entry.version or '?'} "
-                f"({entry.state}, transfer {entry.transfer_id or '-'}), previous {prev}"
-            )
-        active = {e.active for e in pointer.values()}
-        previous = {e.previous for e in pointer.values() if e.previous}
-        for path in store.files(robot.id):
-            mark = "active" if path.stem in active else "previous" if path.stem in previous else ""
-            lines.append(f"  file {path.name} {path.stat().st_size} bytes {mark}".rstrip())
-        if not pointer:
-            lines.append("  no bundles installed over the air")
+    for robot, configured in robots.items():
+        lines.extend(_robot_lines(store, robot, configured))
     return "\n".join(lines)
 
 
-def rollback(config: AgentConfig, robot: str | None, bundle_id: str | None) -> str:
-    store = ModelStore(config.agent.state_dir)
+def _robot_lines(store: ModelStore, robot: str, configured: Sequence[str]) -> list[str]:
+    lines = [f"robot {robot}:", f"  configured: {', '.join(configured)}"]
+    pointer = store.pointer(robot)
+    for bundle_id, entry in sorted(pointer.items()):
+        prev = entry.previous[:12] if entry.previous else "configured bundle"
+        lines.append(
+            f"  {bundle_id}: active {entry.active[:12]} v{entry.version or '?'} "
+            f"({entry.state}, transfer {entry.transfer_id or '-'}), previous {prev}"
+        )
+    active = {e.active for e in pointer.values()}
+    previous = {e.previous for e in pointer.values() if e.previous}
+    for path in store.files(robot):
+        mark = "active" if path.stem in active else "previous" if path.stem in previous else ""
+        lines.append(f"  file {path.name} {path.stat().st_size} bytes {mark}".rstrip())
+    if not pointer:
+        lines.append("  no bundles installed over the air")
+    return lines
+
+
+def rollback(state_dir: Path | str, robot: str | None, bundle_id: str | None) -> str:
+    """Roll ``robot``'s ``bundle_id`` back (each defaults to the only one installed)."""
+    store = ModelStore(state_dir)
     if robot is None:
         robots = store.robots()
         candidates = [r for r in robots if store.pointer(r)]

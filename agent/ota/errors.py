@@ -7,8 +7,10 @@ operator can tell what was wrong and what to do without reading agent logs on th
 
 from __future__ import annotations
 
+from agent.core.errors import AgentRuntimeError
 
-class OtaError(RuntimeError):
+
+class OtaError(AgentRuntimeError, RuntimeError):
     """An update that cannot proceed; ``str(err)`` is the reason reported on ota/status."""
 
 
@@ -18,3 +20,12 @@ class TransferError(OtaError):
 
 class StoreError(OtaError):
     """The on-disk model store or its pointer file is unreadable or inconsistent."""
+
+
+class CommandRefused(OtaError):
+    """A command the agent does not act on at all (unsigned, wrongly signed, expired, not for
+    this device): ignored and counted under ``kind``, never reported on ota/status."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind

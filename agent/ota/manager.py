@@ -4,54 +4,114 @@ The daemon calls it at four points, all on the main loop thread except the insta
 worker:
 
 - ``scorers_for(robot, configured)`` while building each robot at start: applies the model
-  store's pointer (an installed bundle overrides the configured bundle of the same id, a new
-  bundle id joins the robot's archive), rolls back a bundle left in probation by a crash or
-  kill, and falls back to the previous (or configured) bundle if the active one no longer
-  loads — reporting each of these on ``ota/status``;
-- ``start(link)`` after the robots exist: subscribes to the device's and its groups' command
-  topics and the chunk topics, starts the worker;
+  store's pointer (agent/ota/startup.py);
+- ``start(link, robots)`` after the robots exist: subscribes to the device's and its groups'
+  command topics and the chunk topics, starts the worker;
 - ``run_pending()`` and ``observe(robot, result)`` / ``process_failed(robot, err)`` from
   ``Agent.step``: run the worker's requests (snapshot, swap) between chunks and judge
   probation on every scored window;
 - ``stop()`` at shutdown.
+
+It sees the daemon only through agent/ota/host.py and gets only OTA's slice of the
+configuration; :meth:`OtaManager.open` reads the on-disk state. Commands must be signed by a
+``[trust] keys`` key (agent/ota/authenticate.py); with ``allow_unsigned`` the start-up log
+says that anyone on the broker can command updates.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.config import AgentConfig
-from agent.core.bundle import BundleError, TrustPolicy, load_bundle
-from agent.core.scoring import Scorer, ScoringError, open_scorer
-from agent.ota.errors import StoreError
+from agent.core.bundle import TrustPolicy
+from agent.core.scoring import Scorer
+from agent.models import ScorerSettings
+from agent.ota.activation import Activator
+from agent.ota.authenticate import CommandAuthenticator
+from agent.ota.fetch import UrlFetcher
+from agent.ota.gate import RecentNormalGate
+from agent.ota.hooks import OtaHooks
+from agent.ota.host import Robots, Subscriber
 from agent.ota.installer import Installer
+from agent.ota.intake import IntakeParts, NeedRequests, TransferIntake
 from agent.ota.mainloop import MainLoopCalls
-from agent.ota.probation import Probation, Verdict
+from agent.ota.probation_board import ProbationBoard
+from agent.ota.refusals import Refusals
+from agent.ota.settings import OtaSettings
+from agent.ota.startup import InstalledBundles
 from agent.ota.status import OtaReporter
-from agent.ota.store import PROBATION, ModelStore, PointerEntry
+from agent.ota.store import ModelStore
 from agent.ota.transfer import DoneLog
-from agent.pipeline.alarms import ModelRef
+from agent.ota.verify import Verifier
+from agent.ota.versions import ServingVersions
 from agent.pipeline.robot import PipelineResult
+from agent.sinks.outbox import Outbox
+from agent.sinks.topics import Topics
 
 log = logging.getLogger("agent.ota")
-RESTART_REASON = "the agent restarted during probation; the new bundle was not proven"
 
 
 class OtaManager:
-    def __init__(self, agent: Any, config: AgentConfig, policy: TrustPolicy) -> None:
-        self.agent = agent
-        self.config = config
+    def __init__(
+        self,
+        settings: OtaSettings,
+        *,
+        state_dir: Path,
+        device_id: str,
+        scoring: ScorerSettings,
+        policy: TrustPolicy,
+        topics: Topics,
+        outbox: Outbox | None,
+        done: DoneLog,
+        hooks: OtaHooks | None = None,
+    ) -> None:
+        self.settings = settings
         self.policy = policy
-        self.store = ModelStore(config.agent.state_dir)
-        self.reporter = OtaReporter(config.agent.device_id, agent.sinks.topics, agent.sinks.outbox)
+        self.scoring = scoring
+        self.device_id = device_id
+        self.topics = topics
+        self.hooks = hooks or OtaHooks()
+        self.store = ModelStore(state_dir)
+        self.staging_root = Path(state_dir) / "ota" / "staging"
+        self.done = done
+        self.reporter = OtaReporter(device_id, topics, outbox)
+        self.needs = NeedRequests(device_id, topics.ota_need, outbox)
         self.calls = MainLoopCalls()
-        self.probations: dict[tuple[str, str], Probation] = {}
-        self.done = DoneLog(Path(config.agent.state_dir) / "ota" / "done.json")
+        self.installed = InstalledBundles(self.store, policy, scoring, self.reporter, done)
+        self.versions = ServingVersions(self.store)
+        self.refusals_seen = Refusals()
+        self.probations: ProbationBoard | None = None
         self.installer: Installer | None = None
         self.bundles_changed = False  # the daemon re-publishes meta when set
+
+    @classmethod
+    def open(
+        cls,
+        settings: OtaSettings,
+        *,
+        state_dir: Path,
+        device_id: str,
+        scoring: ScorerSettings,
+        policy: TrustPolicy,
+        topics: Topics,
+        outbox: Outbox | None,
+        hooks: OtaHooks | None = None,
+    ) -> OtaManager:
+        """The manager of the agent whose state lives in ``state_dir`` (reads ``done.json``)."""
+        return cls(
+            settings,
+            state_dir=state_dir,
+            device_id=device_id,
+            scoring=scoring,
+            policy=policy,
+            topics=topics,
+            outbox=outbox,
+            done=DoneLog.load(Path(state_dir) / "ota" / "done.json"),
+            hooks=hooks,
+        )
 
     def _changed(self) -> None:
         self.bundles_changed = True
@@ -59,157 +119,84 @@ class OtaManager:
     # -- start-up ---------------------------------------------------------------------------
 
     def scorers_for(self, robot: str, configured: Sequence[Scorer]) -> list[Scorer]:
-        """The robot's scorers after applying the model store (see the module docstring)."""
-        scorers = list(configured)
-        try:
-            entries = self.store.pointer(robot)
-        except StoreError as err:
-            log.error("ota: %s; serving the configured bundles", err)
-            return scorers
-        for bundle_id, entry in entries.items():
-            scorer = self._load_installed(robot, bundle_id, entry, scorers[0])
-            if scorer is None:
-                continue
-            for i, current in enumerate(scorers):
-                if current.bundle.bundle_id == bundle_id:
-                    scorers[i] = scorer
-                    break
-            else:
-                scorers.append(scorer)
-        return scorers
+        """The robot's scorers after applying the model store (agent/ota/startup.py)."""
+        self.versions.note_configured(robot, configured)
+        return self.installed.scorers_for(robot, configured)
 
-    def _load_installed(
-        self, robot: str, bundle_id: str, entry: PointerEntry | None, reference: Scorer
-    ) -> Scorer | None:
-        if entry is not None and entry.state == PROBATION:
-            self._rolled_back_at_start(robot, bundle_id, entry, RESTART_REASON)
-            entry = self.store.pointer(robot).get(bundle_id)
-        while entry is not None:
-            path = self.store.path(robot, entry.active)
-            try:
-                bundle = load_bundle(path, self.policy)
-                if bundle.bundle_id != bundle_id:
-                    raise BundleError(f"holds bundle {bundle.bundle_id!r}, not {bundle_id!r}")
-                if bundle.manifest.input != reference.bundle.manifest.input:
-                    raise BundleError("its input spec differs from the robot's configured bundle")
-                agent = self.config.agent
-                scorer = open_scorer(bundle, agent.backend, agent.precision, agent.threads)
-            except (BundleError, ScoringError) as err:
-                reason = f"installed bundle {path.name} failed to load at start: {err}"
-                log.error("ota: robot %s: %s", robot, reason)
-                self._rolled_back_at_start(robot, bundle_id, entry, reason)
-                entry = self.store.pointer(robot).get(bundle_id)
-                continue
-            log.info(
-                "ota: robot %s serves installed %s v%s (%s)",
-                robot,
-                bundle_id,
-                bundle.manifest.bundle_version,
-                entry.state,
-            )
-            return scorer
-        return None
-
-    def _rolled_back_at_start(
-        self, robot: str, bundle_id: str, entry: PointerEntry, reason: str
-    ) -> None:
-        restored = self.store.rollback(robot, bundle_id)
-        tid = entry.transfer_id or "startup"
-        previous = ModelRef(bundle_id, restored.version or "?") if restored else None
-        self.reporter.report(
-            "rolled_back",
-            tid,
-            robot=robot,
-            bundle=ModelRef(bundle_id, entry.version or "?"),
-            previous=previous,
-            reason=reason,
-        )
-        if entry.transfer_id:
-            self.done.record(entry.transfer_id, "rolled_back", reason)
-
-    def start(self, link: Any) -> None:
+    def start(self, link: Subscriber | None, robots: Robots) -> None:
         """Subscribe to OTA topics and start the worker (needs MQTT and ``[ota] enabled``)."""
-        if link is None or not self.config.ota.enabled:
+        if link is None or not self.settings.enabled:
             return
-        self.installer = Installer(
-            self.agent,
-            self.config,
-            self.policy,
+        if self.policy.allow_unsigned:
+            log.warning(
+                "ota: [trust] allow_unsigned = true: unsigned update commands are accepted, "
+                "so anyone who can publish on the broker can push bundles to this device"
+            )
+        self.probations = ProbationBoard(
+            self.settings, robots, self.store, self.done, self.reporter, self._changed
+        )
+        self.installer = self._installer(robots, self.probations)
+        intake = self.installer.intake
+        topics = self.topics
+        link.subscribe(topics.ota_chunk_filter, intake.on_chunk)
+        link.subscribe(topics.ota_cmd, intake.on_command)
+        for group in self.settings.groups:
+            link.subscribe(topics.group_ota_cmd(group), intake.on_command)
+        self.installer.start()
+
+    def _installer(self, robots: Robots, probations: ProbationBoard) -> Installer:
+        halt = threading.Event()
+        s = self.settings
+        parts = IntakeParts(
+            auth=CommandAuthenticator(self.policy, self.device_id, s.groups),
+            versions=self.versions,
+            fetcher=UrlFetcher(s.file_url_root, s.url_timeout_s),
+            refusals=self.refusals_seen,
+        )
+        intake = TransferIntake(
+            s, self.staging_root, self.done, self.reporter, self.needs, self.hooks, parts
+        )
+        gate = RecentNormalGate(s, robots, self.calls, halt)
+        verifier = Verifier(
+            s, self.policy, self.scoring, robots, gate, self.reporter, self.hooks, self.versions
+        )
+        activator = Activator(
+            robots,
             self.store,
+            self.done,
             self.reporter,
             self.calls,
-            self.probations,
-            self.done,
+            probations,
+            self.hooks,
             self._changed,
         )
-        topics = self.agent.topics
-        link.subscribe(topics.ota_chunk_filter, self.installer.on_chunk)
-        link.subscribe(topics.ota_cmd, self.installer.on_command)
-        for group in self.config.ota.groups:
-            link.subscribe(topics.group_ota_cmd(group), self.installer.on_command)
-        self.installer.start()
+        return Installer(intake, verifier, activator, probations, halt)
 
     def stop(self) -> None:
         if self.installer is not None:
             self.installer.stop()
+            log.info("ota: ignored messages this run: %s", self.refusals_seen.summary())
+
+    def refusals(self) -> dict[str, int]:
+        """How many commands / chunks were ignored this run, by kind (agent/ota/refusals.py)."""
+        return self.refusals_seen.counts()
 
     # -- main loop --------------------------------------------------------------------------
 
     def run_pending(self) -> int:
         """Run the worker's requests and end probations whose time is over (main loop)."""
         ran = self.calls.run_pending()
-        for key, probation in list(self.probations.items()):
-            verdict = probation.expired()
-            if verdict is not None:
-                self._decide(key, probation, verdict)
+        if self.probations is not None:
+            self.probations.expire()
         return ran
 
     def observe(self, robot: str, result: PipelineResult) -> None:
-        for key, probation in list(self.probations.items()):
-            if key[0] == robot and result.windows:
-                verdict = probation.observe(result.windows)
-                if verdict is not None:
-                    self._decide(key, probation, verdict)
+        if self.probations is not None:
+            self.probations.observe(robot, result.windows)
 
     def process_failed(self, robot: str, err: BaseException) -> bool:
         """A robot's pipeline raised. True if a bundle in probation was rolled back for it."""
-        handled = False
-        for key, probation in list(self.probations.items()):
-            if key[0] == robot:
-                self._decide(key, probation, probation.error(err))
-                handled = True
-        return handled
-
-    def _decide(self, key: tuple[str, str], probation: Probation, verdict: Verdict) -> None:
-        del self.probations[key]
-        self._changed()
-        robot, bundle_id = key
-        tid = probation.transfer_id
-        if verdict.committed:
-            if verdict.reason:
-                log.info("ota %s: %s", tid, verdict.reason)
-            self.store.commit(robot, bundle_id)
-            self.done.record(tid, "committed")
-            previous = probation.previous_route.model if probation.previous_route else None
-            self.reporter.report(
-                "committed", tid, robot=robot, bundle=probation.model, previous=previous
-            )
-            return
-        pipeline = self.agent.robots[robot].pipeline
-        if probation.previous_route is not None:
-            pipeline.restore(probation.previous_route)
-        else:
-            pipeline.remove(bundle_id)
-        self.store.rollback(robot, bundle_id)
-        self.done.record(tid, "rolled_back", verdict.reason)
-        self.reporter.report(
-            "rolled_back",
-            tid,
-            robot=robot,
-            bundle=probation.model,
-            previous=probation.previous_route.model if probation.previous_route else None,
-            reason=verdict.reason,
-        )
+        return self.probations is not None and self.probations.fail(robot, err)
 
     def status(self) -> dict[str, Any] | None:
         """The last OTA step this process reported (for the agent status payload)."""

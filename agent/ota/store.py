@@ -8,7 +8,8 @@ Layout under ``<state_dir>/models/<robot>/``:
 
       {"bundles": {"<bundle_id>": {"active": "<sha256>", "previous": "<sha256>" | null,
                                    "state": "probation" | "committed",
-                                   "version": "...", "transfer_id": "..."}}}
+                                   "version": "...", "transfer_id": "...",
+                                   "previous_version": "..."}}}
 
   ``previous: null`` means "whatever the config file names for that bundle id" (or nothing, for
   a bundle id that joined the robot's archive over the air).
@@ -42,6 +43,7 @@ class PointerEntry:
     state: str
     version: str = ""
     transfer_id: str = ""
+    previous_version: str = ""  # so a rollback still knows the version it serves
 
 
 class ModelStore:
@@ -98,9 +100,10 @@ class ModelStore:
         entries = self.pointer(robot)
         current = entries.get(bundle_id)
         previous = current.active if current is not None else None
-        if previous == sha:  # re-installing the active bundle: keep the older fallback
-            previous = current.previous if current is not None else None
-        entry = PointerEntry(sha, previous, PROBATION, version, transfer_id)
+        previous_version = current.version if current is not None else ""
+        if current is not None and previous == sha:  # re-installing: keep the older fallback
+            previous, previous_version = current.previous, current.previous_version
+        entry = PointerEntry(sha, previous, PROBATION, version, transfer_id, previous_version)
         entries[bundle_id] = entry
         self._write(robot, entries)
         return entry
@@ -127,7 +130,9 @@ class ModelStore:
             return None
         restored = None
         if entry.previous is not None:
-            restored = PointerEntry(entry.previous, None, COMMITTED, "", entry.transfer_id)
+            restored = PointerEntry(
+                entry.previous, None, COMMITTED, entry.previous_version, entry.transfer_id
+            )
             entries[bundle_id] = restored
         self._write(robot, entries)
         return restored

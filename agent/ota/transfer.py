@@ -3,17 +3,18 @@
 Protocol (topics under the root, default ``rapp/v1``; every JSON message is UTF-8):
 
 - The pusher publishes a **command** (QoS 1, retained) on ``<root>/<device>/ota/cmd`` or
-  ``<root>/group/<group>/ota/cmd``::
-
-      {"schema": "rapp/ota_cmd/v1", "transfer_id": "...", "robot": "arm1" | null,
-       "bundle_id": "...", "version": "...", "size": 123456, "sha256": "<64 hex>",
-       "chunk_size": 65536, "chunks": ["<sha256 of chunk 0>", ...], "url": null | "https://…"}
-
-  ``chunks`` lists the sha256 of every chunk, so each chunk is checked on arrival, before the
-  whole-file hash. With a ``url`` (``file://`` or ``https://`` with certificate checks) the
-  device downloads the file instead and ``chunks`` may be empty.
+  ``<root>/group/<group>/ota/cmd``: target, transfer id, bundle id and version, size, sha256,
+  chunk size, the sha256 of every chunk, an optional ``url``, the rollback flag and an expiry,
+  signed with the release key (fields and signed bytes: agent/ota/command.py). The agent acts
+  only on a command that is signed by a ``[trust] keys`` key (unsigned ones only with
+  ``allow_unsigned``), unexpired and addressed to it (agent/ota/authenticate.py); it ignores
+  every other one without publishing anything. With a ``url`` (``https://``, ``http://``, or
+  ``file://`` under ``[ota] file_url_root``; agent/ota/fetch.py) the device downloads the
+  file instead and ``chunks`` may be empty.
 - **Chunks** are raw bytes on ``<root>/_transfer/<transfer_id>/<index>`` (QoS 1; ``_`` cannot
-  start a device id, so the level never collides with a device).
+  start a device id, so the level never collides with a device). Anyone on the broker can
+  publish there, so a chunk whose length or sha256 differs from the signed command's is
+  ignored (counted) and asked for again; it never ends the transfer.
 - The device publishes **need** messages on ``<root>/<device>/ota/need``
   (``{"transfer_id": …, "missing": [indices]}``) whenever chunks are missing and nothing
   arrived for ``need_interval_s``. The pusher answers by publishing those chunks again. This
@@ -31,174 +32,48 @@ installed twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from agent.core.atomic import write_atomic
+from agent.ota.command import TransferCommand, parse_command, sha256_hex, valid_transfer_id
 from agent.ota.errors import TransferError
 
-COMMAND_SCHEMA = "rapp/ota_cmd/v1"
-DEFAULT_CHUNK_SIZE = 64 * 1024
-MAX_CHUNK_SIZE = 1024 * 1024
 DONE_KEEP = 64
-_SHA = re.compile(r"^[0-9a-f]{64}$")
-_TID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def chunk_hashes(data: bytes, chunk_size: int) -> list[str]:
-    """sha256 of every ``chunk_size`` slice of ``data`` (the last one may be shorter)."""
-    return [sha256_hex(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)]
-
-
-def chunk_count(size: int, chunk_size: int) -> int:
-    return (size + chunk_size - 1) // chunk_size
-
-
-@dataclass(frozen=True)
-class TransferCommand:
-    """A validated ``ota/cmd`` install command."""
-
-    transfer_id: str
-    robot: str | None
-    bundle_id: str
-    version: str
-    size: int
-    sha256: str
-    chunk_size: int
-    chunks: tuple[str, ...]
-    url: str | None = None
-
-    @property
-    def n_chunks(self) -> int:
-        return chunk_count(self.size, self.chunk_size)
-
-    def chunk_length(self, index: int) -> int:
-        """Bytes chunk ``index`` must have (all full-size but the last)."""
-        if index < self.n_chunks - 1:
-            return self.chunk_size
-        return self.size - self.chunk_size * (self.n_chunks - 1)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": COMMAND_SCHEMA,
-            "transfer_id": self.transfer_id,
-            "robot": self.robot,
-            "bundle_id": self.bundle_id,
-            "version": self.version,
-            "size": self.size,
-            "sha256": self.sha256,
-            "chunk_size": self.chunk_size,
-            "chunks": list(self.chunks),
-            "url": self.url,
-        }
-
-    @classmethod
-    def for_bundle(
-        cls,
-        data: bytes,
-        transfer_id: str,
-        bundle_id: str,
-        version: str,
-        robot: str | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        url: str | None = None,
-    ) -> TransferCommand:
-        """The command announcing ``data`` (used by ``rapp-export push`` and tests)."""
-        return cls(
-            transfer_id=transfer_id,
-            robot=robot,
-            bundle_id=bundle_id,
-            version=version,
-            size=len(data),
-            sha256=sha256_hex(data),
-            chunk_size=chunk_size,
-            chunks=tuple(chunk_hashes(data, chunk_size)),
-            url=url,
-        )
-
-
-def _need(obj: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TransferError(f"ota command: {key} = {value!r} is missing or not a {kind.__name__}")
-    return value
-
-
-def parse_command(payload: bytes) -> TransferCommand:
-    """Parse and validate an ``ota/cmd`` payload; :class:`TransferError` says what is wrong."""
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TransferError(f"ota command: not UTF-8 JSON ({err})") from err
-    if not isinstance(obj, dict) or obj.get("schema") != COMMAND_SCHEMA:
-        raise TransferError(f"ota command: schema must be {COMMAND_SCHEMA!r}")
-    tid = _need(obj, "transfer_id", str)
-    if not _TID.match(tid):
-        raise TransferError(f"ota command: transfer_id = {tid!r}: use 1–64 letters/digits/._-")
-    size = _need(obj, "size", int)
-    chunk_size = _need(obj, "chunk_size", int)
-    sha = _need(obj, "sha256", str)
-    if size <= 0 or not 0 < chunk_size <= MAX_CHUNK_SIZE or not _SHA.match(sha):
-        raise TransferError(
-            f"ota command {tid}: size {size}, chunk_size {chunk_size} (≤ {MAX_CHUNK_SIZE}) and "
-            "sha256 (64 lowercase hex) must be valid"
-        )
-    url = obj.get("url")
-    chunks = obj.get("chunks") or []
-    valid = isinstance(chunks, list) and all(isinstance(c, str) and _SHA.match(c) for c in chunks)
-    if not valid:
-        raise TransferError(f"ota command {tid}: chunks must be a list of sha256 hex strings")
-    if url is None and len(chunks) != chunk_count(size, chunk_size):
-        raise TransferError(
-            f"ota command {tid}: {len(chunks)} chunk hashes for {size} bytes in "
-            f"{chunk_size}-byte chunks (expected {chunk_count(size, chunk_size)})"
-        )
-    if url is not None and (
-        not isinstance(url, str) or not url.startswith(("file://", "https://"))
-    ):
-        raise TransferError(f"ota command {tid}: url = {url!r}: only file:// and https:// are used")
-    robot = obj.get("robot")
-    if robot is not None and not isinstance(robot, str):
-        raise TransferError(f"ota command {tid}: robot = {robot!r} must be a string or null")
-    return TransferCommand(
-        transfer_id=tid,
-        robot=robot,
-        bundle_id=_need(obj, "bundle_id", str),
-        version=str(obj.get("version", "")),
-        size=size,
-        sha256=sha,
-        chunk_size=chunk_size,
-        chunks=tuple(chunks),
-        url=url,
-    )
 
 
 class Staging:
     """Received chunks of one transfer, persisted so a restarted agent resumes the download."""
 
-    def __init__(self, root: Path, command: TransferCommand) -> None:
+    def __init__(self, directory: Path, command: TransferCommand, have: set[int]) -> None:
         self.command = command
-        self.dir = Path(root) / command.transfer_id
-        self._chunks = self.dir / "chunks"
-        self._have: set[int] = set()
-        if (self.dir / "command.json").is_file():
-            self._have = {int(p.name) for p in self._chunks.glob("*") if p.name.isdigit()} & set(
-                range(command.n_chunks)
-            )
-        else:
-            self._chunks.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.dir / "command.json", json.dumps(command.to_json()).encode())
+        self.dir = directory
+        self._chunks = directory / "chunks"
+        self._have = set(have)
+
+    @classmethod
+    def create(cls, root: Path, command: TransferCommand) -> Staging:
+        """A new, empty staging directory for ``command`` (its ``command.json`` written)."""
+        directory = Path(root) / command.transfer_id
+        (directory / "chunks").mkdir(parents=True, exist_ok=True)
+        write_atomic(directory / "command.json", json.dumps(command.to_json()).encode())
+        return cls(directory, command, set())
+
+    @classmethod
+    def resume(cls, root: Path, command: TransferCommand) -> Staging:
+        """The staging directory a previous process left for ``command``, with its chunks."""
+        directory = Path(root) / command.transfer_id
+        held = {int(p.name) for p in (directory / "chunks").glob("*") if p.name.isdigit()}
+        return cls(directory, command, held & set(range(command.n_chunks)))
+
+    @classmethod
+    def open(cls, root: Path, command: TransferCommand) -> Staging:
+        """Resume ``command``'s staging directory if it exists, else create it."""
+        if (Path(root) / command.transfer_id / "command.json").is_file():
+            return cls.resume(root, command)
+        return cls.create(root, command)
 
     @classmethod
     def resume_all(cls, root: Path) -> list[Staging]:
@@ -210,7 +85,7 @@ class Staging:
             except (OSError, TransferError):
                 shutil.rmtree(directory, ignore_errors=True)
                 continue
-            out.append(cls(root, command))
+            out.append(cls.resume(root, command))
         return out
 
     def missing(self) -> list[int]:
@@ -223,8 +98,8 @@ class Staging:
     def add(self, index: int, data: bytes) -> bool:
         """Store chunk ``index`` after checking its length and hash; False if already held.
 
-        A chunk whose hash differs from the command's is not a transmission error (MQTT is
-        reliable), it is tampering or a broken pusher: :class:`TransferError` ends the update.
+        :class:`TransferError` for a chunk out of range, of the wrong length or hash: the
+        intake ignores that copy (any broker client can publish one) and asks again.
         """
         cmd = self.command
         if not 0 <= index < cmd.n_chunks:
@@ -256,7 +131,7 @@ class Staging:
     @staticmethod
     def discard(root: Path, transfer_id: str) -> None:
         """Remove a transfer's staging directory if there is one."""
-        if _TID.match(transfer_id):
+        if valid_transfer_id(transfer_id):
             shutil.rmtree(Path(root) / transfer_id, ignore_errors=True)
 
 
@@ -271,14 +146,20 @@ def check_whole(command: TransferCommand, data: bytes) -> bytes:
 class DoneLog:
     """Final states of recent transfers (``done.json``), so re-delivered commands are ignored."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, items: list[list[str]] | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._items: list[list[str]] = list(items or [])[-DONE_KEEP:]
+
+    @classmethod
+    def load(cls, path: Path) -> DoneLog:
+        """The log at ``path``; empty if the file is missing or unreadable."""
         try:
-            raw = json.loads(self.path.read_text())
-            self._items: list[list[str]] = [list(map(str, x))[:3] for x in raw][-DONE_KEEP:]
+            raw = json.loads(Path(path).read_text())
+            items = [list(map(str, x))[:3] for x in raw]
         except (OSError, ValueError, TypeError):
-            self._items = []
+            items = []
+        return cls(path, items)
 
     def get(self, transfer_id: str) -> tuple[str, str] | None:
         """(state, reason) of a finished transfer, None if unknown."""

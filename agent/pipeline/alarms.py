@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from agent.core.bundle.manifest import AlarmDefaults
+from agent.core.clock import PROCESS_CLOCK
+from agent.core.errors import AgentInputError, AgentRuntimeError
 
 EventKind = Literal["raise", "clear"]
 Severity = Literal["warning", "critical"]
@@ -45,7 +48,8 @@ def new_event_id(now_ms: int | None = None, entropy: bytes | None = None) -> str
     Ids sort by creation time (lexicographically), which keeps logs and subscriber databases in
     order, and are unique without coordination. ``now_ms``/``entropy`` exist for tests.
     """
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    # The anchored clock, not time.time(): ids must keep sorting after a wall-clock step.
+    ms = PROCESS_CLOCK.now_ms() if now_ms is None else now_ms
     rnd = os.urandom(10) if entropy is None else entropy
     if not 0 <= ms < 1 << 48 or len(rnd) != 10:
         raise ValueError("new_event_id: now_ms must fit in 48 bits and entropy be 10 bytes")
@@ -53,11 +57,11 @@ def new_event_id(now_ms: int | None = None, entropy: bytes | None = None) -> str
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-class AlarmError(Exception):
+class AlarmError(AgentRuntimeError):
     """Base class of alarm state machine errors."""
 
 
-class AlarmSettingsError(AlarmError, ValueError):
+class AlarmSettingsError(AlarmError, AgentInputError, ValueError):
     """Invalid :class:`AlarmSettings`; the message names the key, the value and the fix."""
 
 
@@ -109,6 +113,39 @@ class AlarmSettings:
             fail("critical_ratio", "must be a number >= 1; fix: e.g. 2.0")
         if not is_int(self.top_channels) or self.top_channels < 0:
             fail("top_channels", "must be an integer >= 0; fix: e.g. 3")
+
+    @classmethod
+    def from_bundle(
+        cls, defaults: AlarmDefaults, overrides: AlarmOverrides | None = None
+    ) -> AlarmSettings:
+        """The bundle's calibrated alarm defaults, each overridden where ``overrides`` sets
+        a value (the agent config's ``[robots.alarm]``). Everyone who builds a tracker for a
+        bundle — daemon, offline scoring, benchmarks — goes through here."""
+        o = overrides or AlarmOverrides()
+
+        def pick(override: float | int | None, default: float | int) -> float | int:
+            return default if override is None else override
+
+        return cls(
+            alpha=float(pick(o.ewma_alpha, defaults.ewma_alpha)),
+            k=int(pick(o.debounce_k, defaults.debounce_k)),
+            n=int(pick(o.debounce_n, defaults.debounce_n)),
+            clear_ratio=float(pick(o.clear_ratio, defaults.clear_ratio)),
+            clear_windows=int(pick(o.clear_windows, 5)),
+        )
+
+
+@dataclass(frozen=True)
+class AlarmOverrides:
+    """Per-robot overrides of the bundle's alarm defaults (agent config ``[robots.alarm]``);
+    None keeps the bundle's value. ``threshold`` is "fixed" (calibrated) or "dynamic"."""
+
+    ewma_alpha: float | None = None
+    debounce_k: int | None = None
+    debounce_n: int | None = None
+    clear_ratio: float | None = None
+    clear_windows: int | None = None
+    threshold: str = "fixed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Drift monitoring: is the robot still the robot the model was calibrated on? (SPEC §10)
+"""Drift monitoring: is the robot still the robot the model was calibrated on?
 
 Why: a factory has no labelled test set. What the agent can watch without labels is the
 distribution of its own scores against the held-out calibration distribution in the bundle,
@@ -12,27 +12,22 @@ trusting the alarms.
   q_j (a lower bound of the two-sample KS distance, exact at those points, cheap).
 - :class:`RobotDrift` aggregates a robot: worst route drift, alarm rate, unknown-program
   share, membership confidence, and the ``retraining_advised`` flag.
-- :class:`WindowCapture` optionally writes recent normal windows to disk for retraining:
-  ``.npz`` files (no pickle), bounded by a window count, written atomically.
 """
 
 from __future__ import annotations
 
 import collections
-import io
 import math
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from agent.core.atomic import write_atomic
+from agent.core.errors import AgentInputError
 
 
-class DriftError(ValueError):
+class DriftError(AgentInputError, ValueError):
     """Invalid drift settings or capture directory; the message names the fix."""
 
 
@@ -189,31 +184,11 @@ class RobotDrift:
             return self._summary()
 
     def _summary(self) -> tuple[dict[str, float | None], bool]:
-        s = self.settings
+        worst, shifted = self._route_drift()
         n = len(self._unknown)
-        worst: dict[str, float | None] = {"ks": None, "p50_ratio": None, "p90_ratio": None}
-        advised = False
-        for drift in self.routes.values():
-            summary = drift.summary()
-            ks = summary["ks"]
-            if ks is not None and (worst["ks"] is None or ks > worst["ks"]):
-                worst.update({k: summary[k] for k in worst})
-            if len(drift) >= s.min_windows and drift.levels:
-                ratio = summary["p50_ratio"]
-                if (ks is not None and ks > s.ks_limit) or (
-                    ratio is not None and ratio > 0 and abs(math.log(ratio)) > s.shift_limit
-                ):
-                    advised = True
-        alarm_rate = float(np.mean(self._alarm)) if self._alarm else None
-        unknown_share = float(np.mean(self._unknown)) if self._unknown else None
-        confidence = float(np.mean(self._confidence)) if self._confidence else None
-        if n >= s.min_windows:
-            if alarm_rate is not None and alarm_rate > s.alarm_rate_limit:
-                advised = True
-            if unknown_share is not None and unknown_share > s.unknown_limit:
-                advised = True
-        if len(self._confidence) >= s.min_windows and confidence is not None:
-            advised = advised or confidence < s.min_confidence
+        alarm_rate = _mean(self._alarm)
+        unknown_share = _mean(self._unknown)
+        confidence = _mean(self._confidence)
         out: dict[str, float | None] = {
             **worst,
             "alarm_rate": alarm_rate,
@@ -224,84 +199,50 @@ class RobotDrift:
                 None if self.last_unknown_program is None else float(self.last_unknown_program)
             ),
         }
-        return out, advised
+        return out, shifted or self._stream_advises(n, alarm_rate, unknown_share, confidence)
 
+    def _route_drift(self) -> tuple[dict[str, float | None], bool]:
+        """The indicators of the route whose score distribution moved most (largest KS),
+        and whether any route with enough windows moved past a limit."""
+        s = self.settings
+        worst: dict[str, float | None] = {"ks": None, "p50_ratio": None, "p90_ratio": None}
+        shifted = False
+        for drift in self.routes.values():
+            summary = drift.summary()
+            ks = summary["ks"]
+            if ks is not None and (worst["ks"] is None or ks > worst["ks"]):
+                worst.update({k: summary[k] for k in worst})
+            if len(drift) < s.min_windows or not drift.levels:
+                continue
+            ratio = summary["p50_ratio"]
+            too_far = ks is not None and ks > s.ks_limit
+            moved = ratio is not None and ratio > 0 and abs(math.log(ratio)) > s.shift_limit
+            shifted = shifted or too_far or moved
+        return worst, shifted
 
-_CAPTURE_NAME = re.compile(r"^normal-(\d{10})\.npz$")
-
-
-class WindowCapture:
-    """Bounded on-disk capture of recent normal windows for retraining.
-
-    Windows are buffered and written ``per_file`` at a time as ``normal-<n>.npz`` holding
-    ``samples`` (N × L × C, physical units), ``start`` and ``program``; the oldest files are
-    deleted once more than ``max_windows`` windows are on disk. Writes are atomic, so a
-    reader (or a crash) never sees half a file.
-    """
-
-    def __init__(self, directory: Path | str, max_windows: int, per_file: int = 64) -> None:
-        if max_windows < 1 or per_file < 1:
-            raise DriftError(
-                f"capture max_windows = {max_windows}, per_file = {per_file}: both must be ≥ 1"
-            )
-        self.directory = Path(directory)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DriftError(
-                f"capture directory {self.directory}: {err.strerror or err}; create it or "
-                "point capture_dir at a writable directory"
-            ) from err
-        self.max_windows = max_windows
-        self.per_file = min(per_file, max_windows)
-        self._pending: list[tuple[np.ndarray, int, int]] = []
-        existing = self._files()
-        self._counter = int(_CAPTURE_NAME.match(existing[-1].name)[1]) + 1 if existing else 0
-        self.written = 0
-
-    def _files(self) -> list[Path]:
-        return sorted(p for p in self.directory.iterdir() if _CAPTURE_NAME.match(p.name))
-
-    def add(self, samples: np.ndarray, start: int, program: int) -> None:
-        self._pending.append((np.asarray(samples, dtype=np.float32), start, program))
-        if len(self._pending) >= self.per_file:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        shapes = {s.shape for s, _, _ in self._pending}
-        if len(shapes) != 1:  # cannot happen with one input spec; keep the newest shape
-            newest = self._pending[-1][0].shape
-            self._pending = [p for p in self._pending if p[0].shape == newest]
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            samples=np.stack([s for s, _, _ in self._pending]),
-            start=np.array([a for _, a, _ in self._pending], dtype=np.int64),
-            program=np.array([p for _, _, p in self._pending], dtype=np.int64),
+    def _stream_advises(
+        self,
+        n: int,
+        alarm_rate: float | None,
+        unknown_share: float | None,
+        confidence: float | None,
+    ) -> bool:
+        """Too many alarms, unknown programs or unsure memberships among recent windows."""
+        s = self.settings
+        if n >= s.min_windows and (
+            _above(alarm_rate, s.alarm_rate_limit) or _above(unknown_share, s.unknown_limit)
+        ):
+            return True
+        return (
+            len(self._confidence) >= s.min_windows
+            and confidence is not None
+            and confidence < s.min_confidence
         )
-        write_atomic(self.directory / f"normal-{self._counter:010d}.npz", buffer.getvalue())
-        self._counter += 1
-        self.written += len(self._pending)
-        self._pending = []
-        self._trim()
-
-    def _trim(self) -> None:
-        files = self._files()
-        keep = max(1, self.max_windows // self.per_file)
-        for old in files[: max(0, len(files) - keep)]:
-            old.unlink(missing_ok=True)
 
 
-def load_capture(directory: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """All captured windows (N × L × C) and their programs, oldest first (no pickle)."""
-    files = sorted(p for p in Path(directory).iterdir() if _CAPTURE_NAME.match(p.name))
-    samples, programs = [], []
-    for path in files:
-        with np.load(path, allow_pickle=False) as data:
-            samples.append(data["samples"])
-            programs.append(data["program"])
-    if not samples:
-        return np.empty((0, 0, 0), dtype=np.float32), np.empty(0, dtype=np.int64)
-    return np.concatenate(samples), np.concatenate(programs)
+def _mean(values: collections.deque) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _above(value: float | None, limit: float) -> bool:
+    return value is not None and value > limit

@@ -1,4 +1,4 @@
-"""Cheap membership prediction for the model archive (SPEC §10).
+"""Cheap membership prediction for the model archive.
 
 A robot may carry one bundle per program. When the frames carry the program id the pipeline
 routes by it; when they do not (program -1, e.g. JSON over MQTT) it must guess which models
@@ -26,11 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.core.bundle import Bundle
+from agent.core.errors import AgentInputError
 from agent.core.features import segment_features
 from agent.core.rapp import channel_deviation
 
 
-class MembershipError(ValueError):
+class MembershipError(AgentInputError, ValueError):
     """Invalid membership settings; the message names the fix."""
 
 
@@ -99,3 +100,24 @@ def confidence(distances: Sequence[float], max_distance: float) -> float:
     d2 = float(distances[1])
     margin = max(0.0, 1.0 - d1 / d2) if d2 > 0 else 0.0
     return inside * margin
+
+
+def select_candidates(
+    distance: np.ndarray, settings: MembershipSettings
+) -> list[tuple[list[int], float | None]]:
+    """For each window (row of ``distance``, windows × models; NaN = the model has no
+    statistics) the models that should score it, and the membership confidence.
+
+    The nearest models within ``max_distance`` (at most ``max_candidates``) are candidates;
+    a model without statistics cannot be ruled out, so it is always one. An empty candidate
+    list means no model is near: the window is unknown.
+    """
+    out: list[tuple[list[int], float | None]] = []
+    for row in np.asarray(distance, dtype=np.float64):
+        known = np.flatnonzero(np.isfinite(row))
+        unknown_stats = np.flatnonzero(~np.isfinite(row)).tolist()
+        by_distance = known[np.argsort(row[known], kind="stable")]
+        near = [int(r) for r in by_distance if row[r] <= settings.max_distance]
+        conf = confidence(row[by_distance].tolist(), settings.max_distance) if known.size else None
+        out.append((near[: settings.max_candidates] + unknown_stats, conf))
+    return out

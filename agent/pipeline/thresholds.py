@@ -28,11 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.core.errors import AgentInputError
+
 DEFAULT_Z = tuple(np.arange(2.5, 12.0 + 1e-9, 0.5).tolist())
 DEFAULT_MIN_DECREASE = 0.13  # Telemanom's p
 
 
-class ThresholdError(ValueError):
+class ThresholdError(AgentInputError, ValueError):
     """Invalid dynamic-threshold settings or input; the message names the fix."""
 
 

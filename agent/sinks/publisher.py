@@ -21,7 +21,7 @@ from agent.sinks.mqtt.payloads import (
     build_alarm_active,
     iso_utc,
 )
-from agent.sinks.outbox import Outbox
+from agent.sinks.outbox import Outbox, json_message
 from agent.sinks.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -118,21 +118,24 @@ class ResultPublisher:
                 observer(event)
             if self._outbox is None:
                 continue
-            # Both messages go in before anything else can happen: the outbox write is the
-            # durability point, so an alarm is never lost once scored.
-            self._outbox.put_json(
-                self._topics.alarm(event.robot),
-                build_alarm(event, device=self._identity.device),
-                kind="alarm",
-                qos=1,
-            )
             # Another route of the robot may still hold an alarm; if none does, the state
             # names the clear that ended it.
             active = alarm_active(event.robot) or event
-            self._outbox.put_json(
-                self._topics.alarm_active(event.robot),
-                build_alarm_active(self._identity.device, event.robot, active),
-                kind="alarm",
-                qos=1,
-                retain=True,
+            # The event and the retained state in one transaction: the outbox write is the
+            # durability point, and no kill can leave one without the other (an alarm raised
+            # and delivered, but never cleared after a restart).
+            self._outbox.put_many(
+                [
+                    json_message(
+                        self._topics.alarm(event.robot),
+                        build_alarm(event, device=self._identity.device),
+                        kind="alarm",
+                    ),
+                    json_message(
+                        self._topics.alarm_active(event.robot),
+                        build_alarm_active(self._identity.device, event.robot, active),
+                        kind="alarm",
+                        retain=True,
+                    ),
+                ]
             )

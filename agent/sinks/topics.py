@@ -1,9 +1,10 @@
 """MQTT topic names of the agent: one place that knows the layout under ``rapp/v1/<device>``.
 
 Every topic the agent publishes or subscribes to is built here, so that the layout documented
-in SPEC §7 cannot drift between the publisher, the OTA code and the tests. Device, robot and
-group ids become topic levels, so they are validated: an id containing ``/`` would silently
-create an extra level, and ``+`` / ``#`` are wildcards that a broker rejects in PUBLISH.
+in docs/architecture.md cannot drift between the publisher, the OTA code and the tests.
+Device, robot and group ids become topic levels, so they are validated: an id containing
+``/`` would silently create an extra level, and ``+`` / ``#`` are wildcards that a broker
+rejects in PUBLISH.
 
 Usage::
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.core.errors import AgentInputError
+
 DEFAULT_ROOT = "rapp/v1"
 MAX_ID_LENGTH = 64
 
@@ -25,7 +28,7 @@ MAX_ID_LENGTH = 64
 RESERVED_ROBOT_IDS = frozenset({"status", "meta", "ota", "group"})
 
 
-class TopicError(ValueError):
+class TopicError(AgentInputError, ValueError):
     """An id or topic root cannot be used to build an MQTT topic."""
 
 

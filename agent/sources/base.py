@@ -1,7 +1,9 @@
 """What every source hands the pipeline, and the bounded queue between them.
 
 Sources run in their own threads (serial reader, MQTT network loop, pacing loops) and put
-:class:`SampleChunk` objects into a :class:`ChunkQueue`. The queue is bounded: when the
+:class:`SampleChunk` objects into a :class:`ChunkQueue` — one chunk for all the samples one
+read or message brought, so the queue's lock and the consumer's wake-up are paid per read,
+not per frame. The queue is bounded: when the
 pipeline falls behind, the *oldest* chunk is dropped and counted — memory never grows, and
 the drop shows up in ``status`` as overload plus a sequence gap, never silently.
 """
@@ -12,14 +14,15 @@ import collections
 import dataclasses
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from agent.core.errors import AgentInputError
 
-class SourceError(RuntimeError):
+
+class SourceError(AgentInputError, RuntimeError):
     """A source that cannot be created or started (bad channel map, unknown file, …)."""
 
 
@@ -27,15 +30,16 @@ class SourceError(RuntimeError):
 class SampleChunk:
     """Consecutive samples of one robot in physical units.
 
-    ``gap_before`` is set when samples were lost between the previous chunk and this one
-    (a sequence gap, a dropped chunk, a reconnect); windows never straddle it.
+    ``gap_before`` is set when this chunk does not continue the previous one: samples were
+    lost (a sequence gap, a dropped chunk, a reconnect) or the sequence went backwards (a
+    device reboot, a repeated frame); windows never straddle it.
     """
 
     samples: np.ndarray  # (n × C) float32
     cycle_start: np.ndarray  # (n,) bool
     program: np.ndarray  # (n,) int
     seq_first: int  # unwrapped frame/sample sequence number of the first sample
-    seq_last: int
+    seq_last: int  # … of the last; consecutive in between, samples spread evenly over them
     wall_time: float  # Unix time of the last sample (agent clock at reception)
     received_monotonic: float  # for frame-to-alarm latency
     gap_before: bool = False
@@ -63,21 +67,31 @@ class ChunkQueue:
         self.on_put: Callable[[], None] | None = None  # wakes the consumer loop
 
     def put(self, chunk: SampleChunk) -> None:
+        self.put_many((chunk,))
+
+    def put_many(self, chunks: Sequence[SampleChunk]) -> None:
+        """Append ``chunks`` in order under one lock, with one wake-up of the consumer."""
+        if not chunks:
+            return
         with self._cond:
-            if len(self._items) >= self._max:
-                self._items.popleft()
-                self.stats.dropped += 1
-                # whatever now follows the dropped chunk starts after a hole
-                if self._items:
-                    self._items[0] = _with_gap(self._items[0])
-                else:
-                    chunk = _with_gap(chunk)
-            self._items.append(chunk)
-            self.stats.put += 1
+            for chunk in chunks:
+                self._append(chunk)
             self.stats.high_water = max(self.stats.high_water, len(self._items))
             self._cond.notify()
         if self.on_put is not None:
             self.on_put()
+
+    def _append(self, chunk: SampleChunk) -> None:
+        if len(self._items) >= self._max:
+            self._items.popleft()
+            self.stats.dropped += 1
+            # whatever now follows the dropped chunk starts after a hole
+            if self._items:
+                self._items[0] = _with_gap(self._items[0])
+            else:
+                chunk = _with_gap(chunk)
+        self._items.append(chunk)
+        self.stats.put += 1
 
     def get(self, timeout: float) -> SampleChunk | None:
         with self._cond:
@@ -106,14 +120,6 @@ class SourceStatus:
     connected: bool = False
     counters: dict[str, int] = field(default_factory=dict)
     last_event: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "connected": self.connected,
-            "last_event": self.last_event,
-            **self.counters,
-        }
 
 
 class Source(ABC):

@@ -1,11 +1,20 @@
-"""Build a robot's source from its config section."""
+"""Build a robot's source from its settings: one builder per settings class."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from agent.config import AgentConfig, RobotConfig, resolve
 from agent.sources.base import ChunkQueue, Source, SourceError
+from agent.sources.mqtt_source import MqttSource, Subscribe
+from agent.sources.settings import (
+    MqttSourceSettings,
+    ReplaySourceSettings,
+    SerialSourceSettings,
+    SimulatorSourceSettings,
+    SourceSettings,
+)
 from firmware_config.channel_map import (
     ChannelMap,
     ChannelMapError,
@@ -13,65 +22,97 @@ from firmware_config.channel_map import (
     load_channel_map,
 )
 
-Subscribe = Callable[[str, Callable[[str, bytes], None]], None]
 
-
-def channel_map_for(config: AgentConfig, robot: RobotConfig) -> ChannelMap | None:
-    src = robot.source
-    if not src.channel_map:
-        return load_builtin_map() if src.kind == "simulator" else None
+def channel_map_for(settings: SourceSettings, robot_id: str) -> ChannelMap | None:
+    """The source's channel map: its file, the shipped map for kinds that default to it, or
+    None (a replay names its channels by the bundle)."""
+    if settings.channel_map is None:
+        return load_builtin_map() if settings.BUILTIN_MAP_DEFAULT else None
     try:
-        return load_channel_map(resolve(config, src.channel_map))
+        return load_channel_map(settings.channel_map)
     except ChannelMapError as err:
-        raise SourceError(f"robots[{robot.id}].source.channel_map: {err}") from err
+        raise SourceError(f"robots[{robot_id}].source.channel_map: {err}") from err
+
+
+@dataclass(frozen=True)
+class SourceInputs:
+    """What a builder may use besides the settings."""
+
+    channel_map: ChannelMap | None
+    queue: ChunkQueue
+    bundle_channels: tuple[str, ...]
+    bundle_rate_hz: float
+    subscribe: Subscribe | None
+
+    def require_map(self, settings: SourceSettings) -> ChannelMap:
+        if self.channel_map is None:
+            raise SourceError(f"a {settings.kind} source needs a channel map")
+        return self.channel_map
 
 
 def build_source(
-    config: AgentConfig,
-    robot: RobotConfig,
+    settings: SourceSettings,
     channel_map: ChannelMap | None,
     queue: ChunkQueue,
     bundle_channels: tuple[str, ...],
     bundle_rate_hz: float,
     subscribe: Subscribe | None,
 ) -> Source:
-    src = robot.source
-    if src.kind == "serial":
-        from agent.sources.serial_source import SerialSource
+    builder = BUILDERS[type(settings)]
+    return builder(
+        settings, SourceInputs(channel_map, queue, bundle_channels, bundle_rate_hz, subscribe)
+    )
 
-        assert channel_map is not None
-        return SerialSource(src.port, src.baudrate, channel_map, queue)
-    if src.kind == "simulator":
-        from agent.sources.simulator_source import SimulatorSource
 
-        assert channel_map is not None
-        return SimulatorSource(
-            channel_map,
-            queue,
-            seed=src.seed,
-            program=src.program,
-            faults=src.faults,
-            speed=src.speed,
+def _serial(settings: SerialSourceSettings, inputs: SourceInputs) -> Source:
+    from agent.sources.serial_source import SerialSource
+
+    return SerialSource(
+        settings.port, settings.baudrate, inputs.require_map(settings), inputs.queue
+    )
+
+
+def _simulator(settings: SimulatorSourceSettings, inputs: SourceInputs) -> Source:
+    from agent.sources.simulator_source import SimulatorSource
+
+    return SimulatorSource(
+        inputs.require_map(settings),
+        inputs.queue,
+        seed=settings.seed,
+        program=settings.program,
+        faults=settings.faults,
+        speed=settings.speed,
+    )
+
+
+def _replay(settings: ReplaySourceSettings, inputs: SourceInputs) -> Source:
+    from agent.sources.replay_source import ReplaySource
+
+    if settings.file is None:
+        raise SourceError("a replay source needs a file")
+    return ReplaySource.open(
+        settings.file,
+        inputs.bundle_channels,
+        inputs.bundle_rate_hz,
+        inputs.queue,
+        speed=settings.speed,
+        loop=settings.loop,
+    )
+
+
+def _mqtt(settings: MqttSourceSettings, inputs: SourceInputs) -> Source:
+    if inputs.subscribe is None:
+        raise SourceError(
+            f"source.kind = 'mqtt' (topic {settings.topic!r}) needs an [mqtt] section to subscribe"
         )
-    if src.kind == "replay":
-        from agent.sources.replay_source import ReplaySource
+    channel_map = inputs.require_map(settings)
+    return MqttSource(settings.topic, settings.payload, channel_map, inputs.queue, inputs.subscribe)
 
-        return ReplaySource(
-            resolve(config, src.file),
-            bundle_channels,
-            bundle_rate_hz,
-            queue,
-            speed=src.speed,
-            loop=src.loop,
-        )
-    if src.kind == "mqtt":
-        from agent.sources.mqtt_source import MqttSource
 
-        if subscribe is None:
-            raise SourceError(
-                f"robots[{robot.id}].source.kind = 'mqtt' needs an [mqtt] section to subscribe"
-            )
-        if channel_map is None:
-            raise SourceError(f"robots[{robot.id}].source.channel_map is needed for MQTT input")
-        return MqttSource(src.topic, src.payload, channel_map, queue, subscribe)
-    raise SourceError(f"unknown source kind {src.kind!r}")
+# Each builder takes its own settings class; the registry is what keeps the pairs together.
+BUILDERS: dict[type[SourceSettings], Callable[[Any, SourceInputs], Source]] = {
+    SerialSourceSettings: _serial,
+    MqttSourceSettings: _mqtt,
+    ReplaySourceSettings: _replay,
+    SimulatorSourceSettings: _simulator,
+}

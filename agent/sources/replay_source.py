@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.core.clock import PROCESS_CLOCK
 from agent.core.recording import Recording, RecordingError, read_recording
 from agent.sources.base import ChunkQueue, SampleChunk, SourceError
 from agent.sources.paced import PacedSource
@@ -15,10 +16,29 @@ CHUNK_SAMPLES = 10
 
 
 class ReplaySource(PacedSource):
+    """Plays a :class:`Recording` in chunks of :data:`CHUNK_SAMPLES`; ``loop`` starts over at
+    the end (a discontinuity, flagged as a gap). Open a file with :meth:`open`."""
+
     kind = "replay"
 
     def __init__(
         self,
+        recording: Recording,
+        sample_rate_hz: float,
+        queue: ChunkQueue,
+        *,
+        speed: float = 1.0,
+        loop: bool = False,
+    ) -> None:
+        super().__init__(recording.channels, queue, sample_rate_hz, speed)
+        self._rec = recording
+        self._loop = loop
+        self._pos = 0
+        self._seq = 0
+
+    @classmethod
+    def open(
+        cls,
         path: Path,
         channels: tuple[str, ...],
         sample_rate_hz: float,
@@ -26,30 +46,20 @@ class ReplaySource(PacedSource):
         *,
         speed: float = 1.0,
         loop: bool = False,
-    ) -> None:
+    ) -> ReplaySource:
+        """Read the recording CSV at ``path`` (``channels`` in bundle order) and replay it."""
         try:
             recording = read_recording(path, channels)
         except RecordingError as err:
             raise SourceError(f"replay source: {err}") from err
-        self._init(recording, sample_rate_hz, queue, speed, loop)
-
-    def _init(
-        self, recording: Recording, rate: float, queue: ChunkQueue, speed: float, loop: bool
-    ) -> None:
-        super().__init__(recording.channels, queue, rate, speed)
-        self._rec = recording
-        self._loop = loop
-        self._pos = 0
-        self._seq = 0
+        return cls(recording, sample_rate_hz, queue, speed=speed, loop=loop)
 
     @classmethod
     def from_recording(
         cls, recording: Recording, sample_rate_hz: float, queue: ChunkQueue
     ) -> ReplaySource:
         """A replay of an already-read recording (offline scoring pulls chunks directly)."""
-        source = cls.__new__(cls)
-        source._init(recording, sample_rate_hz, queue, 0.0, False)
-        return source
+        return cls(recording, sample_rate_hz, queue, speed=0.0)
 
     def next_chunk(self) -> SampleChunk | None:
         rec = self._rec
@@ -80,7 +90,7 @@ class ReplaySource(PacedSource):
             ),
             seq_first=self._seq,
             seq_last=self._seq,
-            wall_time=time.time(),
+            wall_time=PROCESS_CLOCK.now(),
             received_monotonic=time.monotonic(),
             gap_before=gap,
         )

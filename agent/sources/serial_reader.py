@@ -1,21 +1,18 @@
-"""Serial frame source: a reader thread that turns a serial byte stream into frames.
+"""Serial port reader: a thread that owns one port's life cycle and hands on its bytes.
 
 The acquisition board is a USB-serial device that can vanish at any moment (cable pulled,
 board reset, ``/dev/ttyUSB0`` re-enumerated). The reader therefore owns the whole life cycle:
-it opens the port, reads whatever arrives, feeds a :class:`~firmware_config.decoder.FrameDecoder`
-and hands validated frames to a callback or a bounded queue; when the port fails it reports a
-``disconnected`` event, reopens it with capped exponential backoff, and carries on. I/O
+it opens the port, passes whatever arrives to ``on_data``, and when the port fails it reports
+a ``disconnected`` event, reopens it with capped exponential backoff, and carries on. I/O
 problems become :class:`SerialEvent` objects and counters — the thread never dies from them.
 
-The decoder's sequence tracking survives reconnects, so frames lost while the device was gone
-show up as ``sequence_gaps``.
+It knows nothing about frames: the consumer (:class:`~agent.sources.framed.FramedInput`)
+decodes them, and should treat every ``connected`` event as an interruption of the stream.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -23,29 +20,24 @@ from dataclasses import dataclass
 
 import serial
 
-from firmware_config.channel_map import ChannelMap
-from firmware_config.decoder import DecoderStats, FrameDecoder
-from firmware_config.protocol import MAX_ENCODED_FRAME, Frame, Hello, wire_frame_size_max
+from agent.core.errors import AgentInputError
+from agent.sources.settings import DEFAULT_BAUDRATE
 
 LOG = logging.getLogger(__name__)
 
 EVENT_CONNECTED = "connected"
 EVENT_DISCONNECTED = "disconnected"
 EVENT_ERROR = "error"
-EVENT_HELLO = "hello"
-EVENT_KINDS = (EVENT_CONNECTED, EVENT_DISCONNECTED, EVENT_ERROR, EVENT_HELLO)
-DEFAULT_BAUDRATE = 921_600
 MAX_READ_BYTES = 65_536
-FRAME_SLACK_BYTES = 64  # decoder buffer beyond the largest frame of the map
 
 
-class SerialSourceError(Exception):
+class SerialSourceError(AgentInputError):
     """The serial source cannot be set up as configured (bad port name, rate, limits)."""
 
 
 @dataclass(frozen=True)
 class SerialEvent:
-    """Something that happened to the link; ``kind`` is one of :data:`EVENT_KINDS`."""
+    """Something that happened to the link; ``kind`` is an ``EVENT_*`` constant."""
 
     kind: str
     port: str
@@ -55,16 +47,12 @@ class SerialEvent:
 
 @dataclass(frozen=True)
 class SerialReaderStats:
-    decoder: DecoderStats
     connected: bool
     connects: int
     reconnects: int
     disconnects: int
     open_failures: int
     bytes_read: int
-    frames_delivered: int
-    frames_dropped: int  # queue full: the oldest frame was dropped
-    schema_mismatches: int  # frames not matching the channel map, not delivered
     callback_errors: int
 
 
@@ -79,22 +67,19 @@ def open_serial_port(port: str, baudrate: int, timeout: float) -> serial.SerialB
 class SerialFrameReader:
     """Background reader of one serial port.
 
-    Frames go to ``on_frame`` if given (called in the reader thread; keep it short), else to
-    a bounded queue read with :meth:`get_frame`; when the queue is full the oldest frame is
-    dropped and counted. Events go to ``on_event`` if given, else to :attr:`events` (also
-    bounded). With a ``channel_map``, frames whose schema hash or shape differ from it are
-    counted and reported, never delivered.
+    ``on_data`` gets every chunk of bytes read, ``on_event`` every :class:`SerialEvent`; both
+    run in the reader thread (keep them short). The ``connected`` event of a connection is
+    delivered before any of its bytes. A callback that raises is logged and counted, and the
+    reader carries on.
     """
 
     def __init__(
         self,
         port: str,
+        on_data: Callable[[bytes], None],
         *,
         baudrate: int = DEFAULT_BAUDRATE,
-        channel_map: ChannelMap | None = None,
-        on_frame: Callable[[Frame], None] | None = None,
         on_event: Callable[[SerialEvent], None] | None = None,
-        queue_size: int = 4096,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         read_timeout_s: float = 0.1,
@@ -104,8 +89,6 @@ class SerialFrameReader:
             raise SerialSourceError("serial port is empty; give a device such as /dev/ttyUSB0")
         if baudrate <= 0:
             raise SerialSourceError(f"baudrate = {baudrate}: must be > 0, e.g. 921600")
-        if queue_size < 1:
-            raise SerialSourceError(f"queue_size = {queue_size}: must be ≥ 1")
         if not 0 < backoff_initial_s <= backoff_max_s:
             raise SerialSourceError(
                 f"backoff {backoff_initial_s}..{backoff_max_s} s: need 0 < initial ≤ max"
@@ -114,16 +97,8 @@ class SerialFrameReader:
             raise SerialSourceError(f"read_timeout_s = {read_timeout_s}: must be > 0")
         self.port = port
         self.baudrate = baudrate
-        self.channel_map = channel_map
-        max_frame = MAX_ENCODED_FRAME
-        if channel_map is not None:
-            size = wire_frame_size_max(channel_map.n_channels, channel_map.samples_per_frame)
-            max_frame = size + FRAME_SLACK_BYTES
-        self._decoder = FrameDecoder(max_frame_bytes=max_frame)
-        self._on_frame = on_frame
+        self._on_data = on_data
         self._on_event = on_event
-        self.frames: queue.Queue[Frame] = queue.Queue(maxsize=queue_size)
-        self.events: queue.Queue[SerialEvent] = queue.Queue(maxsize=1024)
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._read_timeout = read_timeout_s
@@ -137,13 +112,7 @@ class SerialFrameReader:
         self._disconnects = 0
         self._open_failures = 0
         self._bytes_read = 0
-        self._delivered = 0
-        self._dropped = 0
-        self._mismatches = 0
         self._callback_errors = 0
-        self._hellos_seen = 0
-        self._mismatch_reported = False
-        self.last_hello: Hello | None = None
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -180,37 +149,15 @@ class SerialFrameReader:
     def connected(self) -> bool:
         return self._connected
 
-    # ---- consumer side ----------------------------------------------------------------
-
-    def get_frame(self, timeout: float | None = None) -> Frame | None:
-        """Next frame from the queue, or None after ``timeout`` seconds."""
-        try:
-            return self.frames.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def drain(self) -> list[Frame]:
-        """All frames queued right now."""
-        out = []
-        while True:
-            try:
-                out.append(self.frames.get_nowait())
-            except queue.Empty:
-                return out
-
     def stats(self) -> SerialReaderStats:
         with self._lock:
             return SerialReaderStats(
-                decoder=self._decoder.stats,
                 connected=self._connected,
                 connects=self._connects,
                 reconnects=max(0, self._connects - 1),
                 disconnects=self._disconnects,
                 open_failures=self._open_failures,
                 bytes_read=self._bytes_read,
-                frames_delivered=self._delivered,
-                frames_dropped=self._dropped,
-                schema_mismatches=self._mismatches,
                 callback_errors=self._callback_errors,
             )
 
@@ -244,16 +191,13 @@ class SerialFrameReader:
         with self._lock:
             self._connects += 1
             self._connected = True
-            self._decoder.resync()  # whatever arrives before the first delimiter is a tail
-        self._mismatch_reported = False
-        self.last_hello = None  # report the device again on every connection
         self._emit(EVENT_CONNECTED, f"opened {self.port}")
         try:
             while not self._stop.is_set():
                 waiting = port.in_waiting
                 data = port.read(min(max(waiting, 1), MAX_READ_BYTES))
                 if data:
-                    self._process(data)
+                    self._deliver(data)
         except (serial.SerialException, OSError, ValueError, TypeError) as err:
             # pyserial raises TypeError/ValueError from a port closed under it by stop()
             if not self._stop.is_set():
@@ -269,91 +213,16 @@ class SerialFrameReader:
             except (serial.SerialException, OSError):
                 LOG.debug("closing %s failed", self.port, exc_info=True)
 
-    def _process(self, data: bytes) -> None:
+    def _deliver(self, data: bytes) -> None:
         with self._lock:
             self._bytes_read += len(data)
-            frames = self._decoder.feed(data)
-            hellos = self._decoder.stats.hellos
-        if hellos != self._hellos_seen:
-            self._hellos_seen = hellos
-            self._on_hello(self._decoder.last_hello)
-        for frame in frames:
-            if self._matches_map(frame):
-                self._deliver(frame)
-
-    def _on_hello(self, hello: Hello | None) -> None:
-        """Report a device once per connection (HELLOs repeat every second or so)."""
-        if hello is None:
-            return
-        previous, self.last_hello = self.last_hello, hello
-        identity = (hello.firmware, hello.schema_hash, hello.channel_count, hello.sample_rate_hz)
-        if previous is not None and identity == (
-            previous.firmware,
-            previous.schema_hash,
-            previous.channel_count,
-            previous.sample_rate_hz,
-        ):
-            return
-        m = self.channel_map
-        if m is not None and hello.schema_hash != m.schema_hash:
-            self._emit(
-                EVENT_ERROR,
-                f"device announces schema {hello.schema_hash:#06x} but channel map "
-                f"{m.robot!r} has {m.schema_hash:#06x}; flash matching firmware or use its map",
-            )
-        else:
-            self._emit(
-                EVENT_HELLO,
-                f"device {hello.firmware or '(unnamed)'}: schema {hello.schema_hash:#06x}, "
-                f"{hello.channel_count} channels, {hello.sample_rate_hz} Hz, "
-                f"{hello.samples_per_frame} samples/frame",
-            )
-
-    def _matches_map(self, frame: Frame) -> bool:
-        m = self.channel_map
-        if m is None:
-            return True
-        if (
-            frame.schema_hash == m.schema_hash
-            and frame.n_channels == m.n_channels
-            and frame.n_samples == m.samples_per_frame
-        ):
-            return True
-        with self._lock:
-            self._mismatches += 1
-        if not self._mismatch_reported:
-            self._mismatch_reported = True
-            self._emit(
-                EVENT_ERROR,
-                f"frame seq {frame.seq}: schema {frame.schema_hash:#06x}, "
-                f"{frame.n_channels} channels × {frame.n_samples} samples does not match "
-                f"channel map {m.robot!r} (schema {m.schema_hash:#06x}, {m.n_channels} × "
-                f"{m.samples_per_frame}); frames are dropped until it does",
-            )
-        return False
-
-    def _deliver(self, frame: Frame) -> None:
-        if self._on_frame is not None:
-            try:
-                self._on_frame(frame)
-            except Exception as err:  # a consumer bug must not kill acquisition
-                LOG.exception("frame callback failed")
-                with self._lock:
-                    self._callback_errors += 1
-                self._emit(EVENT_ERROR, f"frame callback failed: {err!r}")
-                return
-        else:
-            while True:
-                try:
-                    self.frames.put_nowait(frame)
-                    break
-                except queue.Full:
-                    with contextlib.suppress(queue.Empty):
-                        self.frames.get_nowait()
-                    with self._lock:
-                        self._dropped += 1
-        with self._lock:
-            self._delivered += 1
+        try:
+            self._on_data(data)
+        except Exception as err:  # a consumer bug must not kill acquisition
+            LOG.exception("data callback failed")
+            with self._lock:
+                self._callback_errors += 1
+            self._emit(EVENT_ERROR, f"data callback failed: {err!r}")
 
     def _emit(self, kind: str, message: str) -> None:
         event = SerialEvent(
@@ -366,12 +235,3 @@ class SerialFrameReader:
                 self._on_event(event)
             except Exception:
                 LOG.exception("event callback failed")
-            return
-        try:
-            self.events.put_nowait(event)
-        except queue.Full:
-            try:
-                self.events.get_nowait()
-                self.events.put_nowait(event)
-            except (queue.Empty, queue.Full):
-                pass

@@ -1,47 +1,53 @@
-"""Serial acquisition board source: reader thread → frames → sample chunks."""
+"""Serial acquisition board source: port reader thread → framed input → sample chunks."""
 
 from __future__ import annotations
 
 from agent.sources.base import ChunkQueue, Source, SourceError, SourceStatus
-from agent.sources.frames import FrameChunker
+from agent.sources.framed import FramedInput
 from agent.sources.serial_reader import (
     EVENT_CONNECTED,
     SerialEvent,
+    SerialFactory,
     SerialFrameReader,
     SerialSourceError,
 )
 from firmware_config.channel_map import ChannelMap
-from firmware_config.protocol import Frame
 
 
 class SerialSource(Source):
     kind = "serial"
 
     def __init__(
-        self, port: str, baudrate: int, channel_map: ChannelMap, queue: ChunkQueue
+        self,
+        port: str,
+        baudrate: int,
+        channel_map: ChannelMap,
+        queue: ChunkQueue,
+        *,
+        serial_factory: SerialFactory | None = None,
     ) -> None:
         super().__init__(channel_map.names, queue)
-        self._assembler = FrameChunker(channel_map)
         self._last_event = ""
+        self._framed = FramedInput(channel_map, queue, on_notice=self._note)
         try:
             self._reader = SerialFrameReader(
                 port,
+                self._framed.feed,
                 baudrate=baudrate,
-                channel_map=channel_map,
-                on_frame=self._on_frame,
                 on_event=self._on_event,
+                serial_factory=serial_factory,
             )
         except SerialSourceError as err:
             raise SourceError(f"serial source: {err}") from err
 
-    def _on_frame(self, frame: Frame) -> None:
-        self.queue.put(self._assembler.chunk(frame))
-
     def _on_event(self, event: SerialEvent) -> None:
-        # Runs in the reader thread, like _on_frame, so the assembler needs no lock.
-        self._last_event = f"{event.kind}: {event.message}"
+        # Runs in the reader thread, like the framed input's feed, so neither needs a lock.
+        self._note(f"{event.kind}: {event.message}")
         if event.kind == EVENT_CONNECTED:
-            self._assembler.reset()
+            self._framed.reset()
+
+    def _note(self, text: str) -> None:
+        self._last_event = text
 
     def start(self) -> None:
         self._reader.start()
@@ -51,19 +57,14 @@ class SerialSource(Source):
 
     def status(self) -> SourceStatus:
         stats = self._reader.stats()
-        dec = stats.decoder
         return SourceStatus(
             kind=self.kind,
             connected=stats.connected,
             counters={
-                "frames_ok": dec.frames_ok,
-                "crc_errors": dec.crc_errors,
-                "sequence_gaps": self._assembler.gaps,
-                "missing_frames": self._assembler.missing_frames,
-                "resyncs": dec.resyncs,
-                "oversize": dec.oversize,
+                **self._framed.counters(),
                 "reconnects": stats.reconnects,
-                "schema_mismatches": stats.schema_mismatches,
+                "open_failures": stats.open_failures,
+                "bytes_read": stats.bytes_read,
                 "queue_dropped": self.queue.stats.dropped,
             },
             last_event=self._last_event,

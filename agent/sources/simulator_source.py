@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from agent.core.clock import PROCESS_CLOCK
 from agent.sources.base import ChunkQueue, SampleChunk, SourceError
 from agent.sources.paced import PacedSource
 from firmware_config.channel_map import ChannelMap
@@ -58,6 +59,6 @@ class SimulatorSource(PacedSource):
             program=run.program_id.astype(np.int64),
             seq_first=self._seq,
             seq_last=self._seq,
-            wall_time=time.time(),
+            wall_time=PROCESS_CLOCK.now(),
             received_monotonic=time.monotonic(),
         )

@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from firmware_config.errors import FirmwareInputError
+
 FAULT_KINDS = ("friction", "backlash", "collision", "payload", "ripple", "sensor")
 FAULT_LABELS = ("", *FAULT_KINDS)  # index = fault code in SimulatedRun.fault; 0 = normal
 N_AXES = 6
@@ -37,7 +39,7 @@ MODES = {"sensor": ("stuck", "dropout"), "payload": ("loss", "gain")}
 MAX_SEVERITY = 10.0
 
 
-class SimulationError(ValueError):
+class SimulationError(FirmwareInputError):
     """A simulation request that cannot be run; the message says what to change."""
 
 

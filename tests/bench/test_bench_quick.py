@@ -1,10 +1,10 @@
 """`python -m benchmarks.run --quick` (the CI smoke run of `make bench`) produces every file.
 
 Runs the real harness — PyTorch/ONNX/LiteRT timing, real agent processes with a real
-mosquitto, the digit protocol, sim-report — on small settings into a temp folder, and checks
-the results files, tables, plots and SUMMARY.md are there. It asserts no speed (the harness
-reports numbers; a shared box is too noisy to judge them). The CNC evaluation is left out
-here (its own tests cover it, and it needs the recordings beside the repository).
+mosquitto, the digit protocol, benchmarks.sim_report — on small settings into a temp folder,
+and checks the results files, tables, plots and SUMMARY.md are there. It asserts no speed (the
+harness reports numbers; a shared box is too noisy to judge them). The CNC evaluation is left
+out here (its own tests cover it, and it needs the recordings beside the repository).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def test_streaming_measured_a_real_agent(quick_run: Path) -> None:
 
 def test_summary_has_targets_and_tables(quick_run: Path) -> None:
     text = (quick_run / "SUMMARY.md").read_text()
-    assert "## SPEC §11 targets: measured figure and gap" in text
+    assert "## Targets: measured figure and gap" in text
     for phrase in (
         "p99 frame-to-alarm latency < 20 ms",
         "RSS < 150 MB",

@@ -1,6 +1,7 @@
 """SIGKILL of the agent at each install step, then a restart: the agent comes up with a
-loadable model and reports the outcome. Failpoints (agent/ota/failpoints.py) hold the worker
-at a step so the kill lands there deterministically; the restarted agent runs without them.
+loadable model and reports the outcome. Failpoints (tests/support/failpoint_agent.py) hold
+the worker at a step so the kill lands there deterministically; the restarted agent runs
+without them.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import signal
 
-from agent.ota.manager import RESTART_REASON
+from agent.ota.startup import RESTART_REASON
 from agent.ota.store import ModelStore
 from agent.ota.transfer import sha256_hex
 from tests.support.agents_inprocess import validate
@@ -47,7 +48,8 @@ def test_sigkill_at_each_install_step(
     long_probation = ota_config(
         tmp_path / "long.toml", **common, probation_windows=1_000_000, ota="probation_max_s = 3600"
     )
-    bundles = {v: repack(base_bundle, keys["trusted"], version(v)) for v in "2345"}
+    key = keys["trusted"]  # signs the bundles and the commands
+    bundles = {v: repack(base_bundle, key, version(v)) for v in "2345"}
     store = ModelStore(state)
 
     with MosquittoSub(broker, ["rapp/v1/#"]) as sub:
@@ -70,8 +72,9 @@ def test_sigkill_at_each_install_step(
         wait_ready(agent, sub, DEVICE)
         half = -(-len(bundles["2"]) // CHUNK) // 2
         cmd = publish_partial(
-            broker, DEVICE, bundles["2"], "dl", list(range(half)), CHUNK, ident=("test-bundle", "2")
-        )
+            broker, DEVICE, bundles["2"], "dl", list(range(half)), CHUNK,
+            ident=("test-bundle", "2"), key=key,
+        )  # fmt: skip
         chunks = state / "ota" / "staging" / "dl" / "chunks"
         wait_until(lambda: len(list(chunks.glob("[0-9]*"))) == half, 30, message="half staged")
         agent, mark = kill_and_restart(agent)
@@ -85,16 +88,20 @@ def test_sigkill_at_each_install_step(
         )[0]
         validate(need.json(), "ota_need")
         assert need.json()["missing"] == list(range(half, cmd.n_chunks)), "only what is missing"
-        result = Pusher(broker, bundles["2"], device=DEVICE, transfer_id="dl", chunk_size=CHUNK)
+        result = Pusher(
+            broker, bundles["2"], device=DEVICE, transfer_id="dl", chunk_size=CHUNK, key=key
+        )
         assert result.join().ok, agent.output()[-3000:]
         wait_scoring(sub, DEVICE, "2", after=len(sub.messages()))
 
         # 2. verify, 3. swap (staged, the pointer not yet written): resumed from staging
         for v, step in (("3", "verifying"), ("4", "staged")):
             agent.stop()
-            agent = start_agent(config, env={"RAPP_OTA_FAILPOINTS": f"{step}={HOLD}"})
+            agent = start_agent(config, failpoints=f"{step}={HOLD}")
             wait_ready(agent, sub, DEVICE, after=len(sub.messages()))
-            pusher = Pusher(broker, bundles[v], device=DEVICE, chunk_size=CHUNK, timeout=120)
+            pusher = Pusher(
+                broker, bundles[v], device=DEVICE, chunk_size=CHUNK, timeout=120, key=key
+            )
             sub.wait_for(step_of(v, step), timeout=60)
             agent, _ = kill_and_restart(agent)
             result = pusher.join()
@@ -106,7 +113,7 @@ def test_sigkill_at_each_install_step(
         agent.stop()
         agent = start_agent(long_probation)
         wait_ready(agent, sub, DEVICE, after=len(sub.messages()))
-        pusher = Pusher(broker, bundles["5"], device=DEVICE, chunk_size=CHUNK, timeout=120)
+        pusher = Pusher(broker, bundles["5"], device=DEVICE, chunk_size=CHUNK, timeout=120, key=key)
         sub.wait_for(step_of("5", "active"), timeout=60)
         assert store.pointer(ROBOT)["test-bundle"].state == "probation"
         agent, _ = kill_and_restart(agent)

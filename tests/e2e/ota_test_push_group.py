@@ -47,7 +47,7 @@ def test_group_push_commits_on_three_agents(
         done = subprocess.run(
             [sys.executable, "-m", "exporter.cli", "push", "--bundle", str(new),
              "--broker", f"{broker.host}:{broker.port}", "--group", "hall3", "--expect", "3",
-             "--chunk-size", "16384", "--timeout", "90"],
+             "--chunk-size", "16384", "--timeout", "90", "--key", str(keys["trusted_key"])],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         log = agents["cell-a"][0].output()[-3000:]

@@ -71,7 +71,7 @@ def test_bad_updates_are_rejected_and_nan_model_rolled_back(
         # room for good bundles, not for one padded with PADDING bytes
         ota=f"max_bundle_bytes = {len(base_bundle) + PADDING // 2}\ntransfer_timeout_s = 3",
     )
-    env = {"RAPP_OTA_FAILPOINTS": "nan_after_activation=test-bundle@nan"}
+    failpoints = "nan_after_activation=test-bundle@4"
     pushed = {
         "wrong signature": (_wrong_signature(good_v3), "signature does not verify"),
         "unsigned": (repack(base_bundle, None, version("3")), "only accepts signed bundles"),
@@ -88,7 +88,7 @@ def test_bad_updates_are_rejected_and_nan_model_rolled_back(
         ),
     }
     with MosquittoSub(broker, ["rapp/v1/#"]) as sub:
-        agent = start_agent(config, env=env)
+        agent = start_agent(config, failpoints=failpoints)
         wait_ready(agent, sub, DEVICE)
 
         def expect(tid: str, state: str, reason: str) -> dict:
@@ -101,22 +101,24 @@ def test_bad_updates_are_rejected_and_nan_model_rolled_back(
 
         # a chunk that does not match its announced hash
         tampered = {3: b"\x00" * CHUNK}
-        publish_partial(broker, DEVICE, good_v3, "tampered", None, CHUNK, tampered)
+        publish_partial(broker, DEVICE, good_v3, "tampered", None, CHUNK, tampered, key=trusted)
         expect("tampered", "rejected", "chunk 3: sha256 mismatch")
         # a pusher that dies half-way: no progress for transfer_timeout_s
-        publish_partial(broker, DEVICE, good_v3, "truncated", [0, 1], CHUNK)
+        publish_partial(broker, DEVICE, good_v3, "truncated", [0, 1], CHUNK, key=trusted)
         expect("truncated", "rejected", "transfer incomplete")
         # a hostile archive (`rapp-export push` itself refuses to read it)
-        publish_partial(broker, DEVICE, traversal_archive(good_v3), "traversal", None, CHUNK)
+        hostile = traversal_archive(good_v3)
+        publish_partial(broker, DEVICE, hostile, "traversal", None, CHUNK, key=trusted)
         expect("traversal", "rejected", "path traversal")
         for case, (data, reason) in pushed.items():
-            pusher = Pusher(broker, data, device=DEVICE)
+            pusher = Pusher(broker, data, device=DEVICE, key=trusted)
             result = pusher.join()
             assert not result.ok, case
             status = expect(result.transfer_id, "rejected", reason)
             assert result.final[DEVICE] == ("rejected", status["reason"]), case
         # passes canary and gate, then scores NaN once serving: rolled back in probation
-        result = Pusher(broker, repack(base_bundle, trusted, version("nan")), device=DEVICE).join()
+        poisoned = repack(base_bundle, trusted, version("4"))  # scores NaN once active
+        result = Pusher(broker, poisoned, device=DEVICE, key=trusted).join()
         status = expect(result.transfer_id, "rolled_back", "non-finite score")
         assert status["previous"] == {"bundle_id": "test-bundle", "version": "1"}
         states = [

@@ -45,8 +45,9 @@ def test_transfer_survives_a_broker_restart_without_persistence(
             wait_ready(agent, sub, "flaky")
         v2 = repack(base_bundle, keys["trusted"], version("2"))
         pusher = Pusher(
-            broker, v2, device="flaky", chunk_size=CHUNK, pace_s=0.05, timeout=120, transfer_id="b1"
-        )
+            broker, v2, device="flaky", chunk_size=CHUNK, pace_s=0.05, timeout=120,
+            transfer_id="b1", key=keys["trusted"],
+        )  # fmt: skip
         chunks = state / "ota" / "staging" / "b1" / "chunks"
         wait_until(lambda: len(list(chunks.glob("[0-9]*"))) >= 20, 60, message="20 chunks")
         broker.kill()
@@ -76,13 +77,14 @@ def test_new_program_bundle_joins_the_archive_without_touching_others(
         trusted_pub=keys["trusted_pub"],
         ota="probation_max_s = 3",  # program 7 does not run in this replay
         allow_unsigned=True,
+        file_url_root=tmp_path,  # the URL download below reads from here
     )
     before = hashlib.sha256(base_path.read_bytes()).hexdigest()
     prog7 = repack(base_bundle, None, version("1", "prog7", [7]))  # unsigned: allowed here
     with MosquittoSub(broker, ["rapp/v1/arch/#"]) as sub:
         agent = start_agent(config)
         wait_ready(agent, sub, "arch")
-        result = Pusher(broker, prog7, device="arch").join()
+        result = Pusher(broker, prog7, device="arch", key=keys["trusted"]).join()
         assert result.ok, (result.final, agent.output()[-3000:])
         active = sub.wait_for(is_status("arch", result.transfer_id, "active"))[0].json()
         validate(active, "ota_status")
@@ -108,6 +110,8 @@ def test_new_program_bundle_joins_the_archive_without_touching_others(
     v2 = tmp_path / "v2.rapp"
     v2.write_bytes(repack(base_bundle, keys["trusted"], version("2")))
     with MosquittoSub(broker, ["rapp/v1/arch/#"]) as sub:
-        result = Pusher(broker, v2.read_bytes(), device="arch", url=v2.as_uri()).join()
+        result = Pusher(
+            broker, v2.read_bytes(), device="arch", url=v2.as_uri(), key=keys["trusted"]
+        ).join()
         assert result.ok, result.final
         wait_scoring(sub, "arch", "2")

@@ -7,6 +7,8 @@ import signal
 import sqlite3
 import time
 
+import pytest
+
 from tests.support.agents_inprocess import alarm_key, expected_events, validate
 from tests.support.broker import MosquittoSub, wait_until
 from tests.support.fixtures.daemon import AgentProcess, write_config
@@ -26,6 +28,7 @@ def replay(file, speed: float) -> str:
     return f'kind = "replay"\nfile = "{file}"\nspeed = {speed}\n'
 
 
+@pytest.mark.slow
 def test_alarms_status_meta_and_scores_reach_a_real_subscriber(
     tmp_path, broker, bundle_path, episodes_csv, agent_processes
 ):
@@ -64,6 +67,7 @@ def test_alarms_status_meta_and_scores_reach_a_real_subscriber(
         assert not sub.messages() or not [m for m in sub.messages() if status_is("offline")(m)]
 
 
+@pytest.mark.slow
 def test_broker_outage_loses_no_alarm(tmp_path, broker, bundle_path, episodes_csv, agent_processes):
     """Broker down for OUTAGE_S while faults happen; every alarm arrives after reconnect."""
     speed = max(0.5, 20.0 / OUTAGE_S)  # the episodes must span the outage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from agent.pipeline.drift import load_capture
+from agent.pipeline.capture import load_capture
 from tests.support.agents_inprocess import validate
 from tests.support.broker import MosquittoSub
 from tests.support.fixtures.daemon import AgentProcess, write_config

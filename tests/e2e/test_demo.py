@@ -13,10 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DURATION_S = 30
 FAULT = "sensor:J6:onset=10"
 
 
+@pytest.mark.slow
 def test_demo_detects_the_injected_fault_and_writes_the_plot(tmp_path: Path) -> None:
     assert shutil.which("mosquitto"), "mosquitto is required (apt-get install mosquitto)"
     plot = tmp_path / "demo.png"

@@ -279,7 +279,7 @@ def test_clean_stop_publishes_stopped_and_no_will(
 
 def test_telemetry_bounded_while_disconnected(tmp_path: Path, broker: MosquittoBroker) -> None:
     limit = 20
-    with Outbox(tmp_path / "o.db", telemetry_max_rows=limit) as box:
+    with Outbox.open(tmp_path / "o.db", telemetry_max_rows=limit) as box:
         h = Harness(box)
         # persistent session: the broker queues the alarms for it while it reconnects
         with MosquittoSub(broker, [f"{TOPICS.base}/#"]) as sub:

@@ -1,4 +1,4 @@
-"""End to end over a real pty pair: emulator → socat → pyserial reader → decoder.
+"""End to end over a real pty pair: emulator → socat → pyserial reader → FrameStream.
 
 socat plays the USB cable: stopping it unplugs both ends, restarting it at the same link
 paths plugs them back in. These tests need socat and fail (not skip) without it.
@@ -19,10 +19,12 @@ from agent.sources.serial_reader import (
     SerialEvent,
     SerialFrameReader,
 )
+from firmware_config.blocks import SampleBlock
 from firmware_config.channel_map import ChannelMap
 from firmware_config.emulator import Emulator, FrameSource, Impairments
 from firmware_config.protocol import Frame
 from firmware_config.simulator import SimulationConfig, run_to_frames, simulate
+from firmware_config.stream import FrameStream
 from tests.support.fixtures.tools import SocatPair
 
 
@@ -33,52 +35,76 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no
         time.sleep(0.01)
 
 
-def start_reader(
-    pair: SocatPair, channel_map: ChannelMap, events: list[SerialEvent]
-) -> SerialFrameReader:
-    reader = SerialFrameReader(
-        pair.host,
-        channel_map=channel_map,
-        on_event=events.append,
-        backoff_initial_s=0.02,
-        backoff_max_s=0.2,
-        queue_size=100_000,
-    )
-    reader.start()
-    wait_until(lambda: reader.connected, 5, "reader to open the pty")
-    return reader
+class Receiver:
+    """The reader wired to a FrameStream as SerialSource wires it (reset on connect)."""
+
+    def __init__(self, pair: SocatPair, channel_map: ChannelMap) -> None:
+        self.map = channel_map
+        self.stream = FrameStream(channel_map)
+        self.blocks: list[SampleBlock] = []
+        self.events: list[SerialEvent] = []
+        self.reader = SerialFrameReader(
+            pair.host,
+            self._data,
+            on_event=self._event,
+            backoff_initial_s=0.02,
+            backoff_max_s=0.2,
+        )
+
+    def _data(self, data: bytes) -> None:
+        self.blocks += self.stream.feed(data)
+
+    def _event(self, event: SerialEvent) -> None:
+        self.events.append(event)
+        if event.kind == EVENT_CONNECTED:
+            self.stream.reset()
+
+    def start(self) -> Receiver:
+        self.reader.start()
+        wait_until(lambda: self.reader.connected, 5, "reader to open the pty")
+        return self
+
+    def is_frame(self, block: SampleBlock, frame: Frame) -> bool:
+        """The block carries exactly this frame (converted to physical units)."""
+        return (
+            block.seq == frame.seq
+            and block.timestamp_us == frame.timestamp_us
+            and np.array_equal(block.cycle_start, frame.cycle_mask())
+            and np.array_equal(block.samples, self.map.to_physical(frame.samples))
+        )
 
 
 def test_real_time_stream_without_loss(pty_pair: SocatPair, six_axis_map: ChannelMap) -> None:
     config = SimulationConfig(seed=11, duration_s=3.0, faults=())
     expected = run_to_frames(simulate(config), six_axis_map)
-    events: list[SerialEvent] = []
-    reader = start_reader(pty_pair, six_axis_map, events)
+    rx = Receiver(pty_pair, six_axis_map).start()
     emulator = Emulator(pty_pair.device, FrameSource(config, six_axis_map), speed=1.0)
     started = time.monotonic()
     try:
         emulator.start().join(timeout=15)
         elapsed = time.monotonic() - started
-        wait_until(lambda: reader.stats().frames_delivered == len(expected), 5, "all frames")
+        wait_until(lambda: len(rx.blocks) == len(expected), 5, "all frames")
     finally:
         emulator.stop()
-        reader.stop()
-    received = reader.drain()
+        rx.reader.stop()
+    received = rx.blocks
     assert 2.8 <= elapsed <= 6.0, f"3 s of data took {elapsed:.2f} s: not real-time paced"
-    assert received == expected  # 300 frames × 10 samples × 6 channels, bit-exact
-    stats = reader.stats()
+    # 300 frames × 10 samples × 6 channels, bit-exact
+    assert len(received) == len(expected)
+    assert all(rx.is_frame(b, f) for b, f in zip(received, expected, strict=True))
+    stats = rx.stream.stats
     decoder = stats.decoder
-    assert (decoder.frames_ok, decoder.sequence_gaps, decoder.rejected) == (300, 0, 0)
+    assert (decoder.frames_ok, stats.sequence.missing_frames, decoder.rejected) == (300, 0, 0)
     assert decoder.hellos >= 3
     assert emulator.stats.frames_sent == 300
-    assert [e.kind for e in events][:1] == [EVENT_CONNECTED]
+    assert [e.kind for e in rx.events][:1] == [EVENT_CONNECTED]
 
 
 def test_unplug_and_replug(pty_pair: SocatPair, six_axis_map: ChannelMap) -> None:
     config = SimulationConfig(seed=12, duration_s=5.0)
     expected = {f.seq: f for f in run_to_frames(simulate(config), six_axis_map)}
-    events: list[SerialEvent] = []
-    reader = start_reader(pty_pair, six_axis_map, events)
+    rx = Receiver(pty_pair, six_axis_map).start()
+    reader = rx.reader
     emulator = Emulator(
         pty_pair.device,
         FrameSource(config, six_axis_map),
@@ -88,7 +114,7 @@ def test_unplug_and_replug(pty_pair: SocatPair, six_axis_map: ChannelMap) -> Non
     )
     thread = emulator.start()
     try:
-        wait_until(lambda: reader.stats().frames_delivered >= 50, 5, "frames before unplug")
+        wait_until(lambda: len(rx.blocks) >= 50, 5, "frames before unplug")
         pty_pair.stop()  # cable out
         wait_until(lambda: not reader.connected, 5, "reader to notice the unplug")
         time.sleep(0.5)
@@ -100,18 +126,19 @@ def test_unplug_and_replug(pty_pair: SocatPair, six_axis_map: ChannelMap) -> Non
     finally:
         emulator.stop()
         reader.stop()
-    frames: list[Frame] = reader.drain()
-    seqs = [f.seq for f in frames]
+    blocks = rx.blocks
+    seqs = [b.seq for b in blocks]
     jumps = np.diff(seqs)
     assert (jumps >= 1).all()
     missing = int((jumps - 1).sum())
     stats = reader.stats()
     assert stats.reconnects >= 1 and stats.disconnects >= 1
-    assert stats.decoder.sequence_gaps == missing > 0
-    assert stats.decoder.gap_events >= 1
+    sequence = rx.stream.stats.sequence
+    assert sequence.missing_frames == missing > 0
+    assert sequence.gap_events >= 1
     assert seqs[-1] == 499  # the stream resumed and ran to the end
-    assert all(f == expected[f.seq] for f in frames)  # nothing damaged got through
-    kinds = [e.kind for e in events]
+    assert all(rx.is_frame(b, expected[b.seq]) for b in blocks)  # nothing damaged got through
+    kinds = [e.kind for e in rx.events]
     first_disconnect = kinds.index(EVENT_DISCONNECTED)
     assert EVENT_CONNECTED in kinds[first_disconnect:]
     assert emulator.stats.frames_lost > 0 and emulator.stats.connects >= 2
@@ -121,8 +148,7 @@ def test_impaired_line_via_cli(pty_pair: SocatPair, six_axis_map: ChannelMap) ->
     """`rapp-firmware emulate` with garbage, bit flips and drops: only clean frames arrive."""
     config = SimulationConfig(seed=3, duration_s=4.0)
     expected = {f.seq: f for f in run_to_frames(simulate(config), six_axis_map)}
-    events: list[SerialEvent] = []
-    reader = start_reader(pty_pair, six_axis_map, events)
+    rx = Receiver(pty_pair, six_axis_map).start()
     try:
         result = subprocess.run(
             [
@@ -151,16 +177,17 @@ def test_impaired_line_via_cli(pty_pair: SocatPair, six_axis_map: ChannelMap) ->
             check=False,
         )
         assert result.returncode == 0, result.stderr
-        wait_until(lambda: reader.stats().decoder.frames_ok > 300, 5, "frames")
+        wait_until(lambda: rx.stream.stats.decoder.frames_ok > 300, 5, "frames")
         time.sleep(0.2)
     finally:
-        reader.stop()
-    frames = reader.drain()
-    decoder = reader.stats().decoder
-    assert all(f == expected[f.seq] for f in frames)
+        rx.reader.stop()
+    blocks = rx.blocks
+    stats = rx.stream.stats
+    decoder = stats.decoder
+    assert all(rx.is_frame(b, expected[b.seq]) for b in blocks)
     assert decoder.crc_errors + decoder.malformed > 0
-    assert decoder.sequence_gaps > 0
-    assert decoder.frames_ok == len(frames) < 400
+    assert stats.sequence.missing_frames > 0
+    assert decoder.frames_ok == len(blocks) < 400
     assert "emulator finished" in result.stderr
 
 

@@ -23,8 +23,8 @@ def expected_events(config_path: Path) -> list[tuple[str, int, int]]:
     agent = Agent(config, notifier=SdNotifier(None))
     events = []
     agent.start()
-    assert agent.sinks.publisher is not None
-    agent.sinks.publisher.event_observers.append(
+    assert agent.publisher is not None
+    agent.publisher.event_observers.append(
         lambda e: events.append((e.kind, e.seq_first, e.seq_last))
     )
     deadline = time.monotonic() + 120

@@ -18,7 +18,7 @@ from agent.sinks.outbox import Outbox
 
 def outbox_writer(db: str) -> None:
     """Put alarms forever; print each id only after put() returned."""
-    box = Outbox(Path(db), telemetry_max_rows=50)
+    box = Outbox.open(Path(db), telemetry_max_rows=50)
     i = 0
     while True:
         topic = f"rapp/v1/dev/r{i % 3}/alarm"
@@ -31,7 +31,7 @@ def outbox_writer(db: str) -> None:
 
 def link(db: str, host: str, port: str, device: str) -> None:
     """Run a connected MqttLink until killed."""
-    box = Outbox(Path(db))
+    box = Outbox.open(Path(db))
     ident = AgentIdentity.create(device, "0.0-test")
     settings = MqttSettings(
         host=host,

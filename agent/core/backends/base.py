@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.core.backends.fusion import FusedStep, StepMatrices
 from agent.core.bundle.manifest import ArtifactSpec
+from agent.core.errors import AgentRuntimeError
 
 
-class BackendError(RuntimeError):
+class BackendError(AgentRuntimeError, RuntimeError):
     """An inference runtime that is missing, cannot load a model or fails to run it."""
 
 
@@ -46,7 +48,11 @@ class Backend(ABC):
         self.threads = threads
 
     def run(self, x: np.ndarray) -> Pathway:
-        batch = np.ascontiguousarray(x, dtype=np.float32)
+        return self._run(np.ascontiguousarray(self.check_input(x), dtype=np.float32))
+
+    def check_input(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as an array, if it is a non-empty (batch × feature_dim) batch."""
+        batch = np.asarray(x)
         if batch.ndim != 2 or batch.shape[1] != self.feature_dim:
             raise BackendError(
                 f"{self.name}: input has shape {batch.shape}; the model takes "
@@ -54,7 +60,12 @@ class Backend(ABC):
             )
         if batch.shape[0] == 0:
             raise BackendError(f"{self.name}: empty batch")
-        return self._run(batch)
+        return batch
+
+    def fuse(self, step: StepMatrices) -> FusedStep | None:
+        """The whole scoring step in this runtime, or None where it cannot run it (the
+        scorer then computes the step in numpy)."""
+        return None
 
     @abstractmethod
     def _run(self, batch: np.ndarray) -> Pathway:

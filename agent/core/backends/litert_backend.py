@@ -75,7 +75,7 @@ class LiteRtBackend(Backend):
         """``kernels``: "builtin" (default for int8) or "xnnpack" (default for fp32)."""
         super().__init__(artifact, model, feature_dim, threads)
         module, self.runtime = _interpreter_module()
-        self.kernels = kernels or ("builtin" if artifact.precision == "int8" else "xnnpack")
+        self.kernels = kernels or self.default_kernels(artifact.precision)
         if self.kernels not in KERNELS:
             raise BackendError(f"kernels = {self.kernels!r}: choose one of {', '.join(KERNELS)}")
         # Keep our own reference: the interpreter reads the flatbuffer in place.
@@ -109,6 +109,11 @@ class LiteRtBackend(Backend):
                 "tflite-runtime ≥ 2.7 or ai-edge-litert is needed"
             ) from err
         self._check_dtypes()
+
+    @staticmethod
+    def default_kernels(precision: str) -> str:
+        """The kernels an artifact of ``precision`` runs on unless asked otherwise."""
+        return "builtin" if precision == "int8" else "xnnpack"
 
     def _signature_key(self) -> str:
         """The signature whose input and outputs carry the manifest's pathway names."""

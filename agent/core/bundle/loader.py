@@ -1,4 +1,4 @@
-"""Load a model bundle, validating everything before any of it is used (SPEC §6).
+"""Load a model bundle, validating everything before any of it is used.
 
 Order matters: the archive is read safely, the manifest signature is checked against the
 trusted keys, then every file's sha256 against the manifest, and only then are arrays parsed
@@ -88,6 +88,18 @@ def _version_tuple(text: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in piece if ch.isdigit())
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
+
+
+def trusted_signer(message: bytes, signature: bytes, policy: TrustPolicy) -> bytes | None:
+    """The trusted key whose Ed25519 ``signature`` over ``message`` verifies; None if none
+    does (a detached signature, e.g. of an OTA command)."""
+    for key in policy.trusted_keys:
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            continue
+        return key
+    return None
 
 
 def verify_signature(

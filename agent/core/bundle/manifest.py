@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.core.bundle.errors import BundleError
@@ -77,7 +77,7 @@ class AlarmDefaults:
 
 @dataclass(frozen=True)
 class InputStatistics:
-    """Optional ``attribution`` field: calibration statistics of the model input (SPEC §10).
+    """Optional ``attribution`` field: calibration statistics of the model input.
 
     ``feature_mean``/``feature_std`` per input feature, ``deviation_mean``/``deviation_std``
     per channel (of Σ_f ((x_f − m_f)/s_f)² over the channel's features). Bundles built
@@ -88,6 +88,22 @@ class InputStatistics:
     feature_std: tuple[float, ...]
     deviation_mean: tuple[float, ...]
     deviation_std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class FidelityGate:
+    """Optional ``sanity.fidelity.<artifact id>``: the build's int8-vs-fp32 fidelity gate for
+    one artifact — NAP Spearman ρ against its fp32 reference and the pseudo-anomaly AUROC
+    drop, each with the floor the build held it to."""
+
+    spearman_nap: float
+    floor_spearman: float
+    auroc_drop: float
+    max_auroc_drop: float
+
+    @property
+    def passed(self) -> bool:
+        return self.spearman_nap >= self.floor_spearman and self.auroc_drop <= self.max_auroc_drop
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,8 @@ class Manifest:
     alarm: AlarmDefaults
     files: Mapping[str, str]
     attribution: InputStatistics | None = None
+    # Fidelity gates by artifact id (absent in bundles without int8 artifacts or older ones).
+    fidelity: Mapping[str, FidelityGate] = field(default_factory=dict)
 
     @property
     def diff_dim(self) -> int:
@@ -258,6 +276,30 @@ def _parse_attribution(obj: Any, n_features: int, n_channels: int) -> InputStati
     return stats
 
 
+_GATE_KEYS = {
+    "spearman_nap": "spearman_nap",
+    "floor_spearman": "floor_spearman",
+    "auroc_drop": "pseudo_auroc_drop_nap",
+    "max_auroc_drop": "max_auroc_drop",
+}
+
+
+def _parse_fidelity(sanity: Any) -> dict[str, FidelityGate]:
+    """The optional ``sanity.fidelity`` records. Lenient: an entry missing a number is left
+    out, so its artifact counts as never having passed (``precision = "auto"`` skips it)."""
+    records = sanity.get("fidelity") if isinstance(sanity, Mapping) else None
+    if not isinstance(records, Mapping):
+        return {}
+    gates = {}
+    for artifact_id, entry in records.items():
+        if not isinstance(entry, Mapping):
+            continue
+        values = {name: entry.get(key) for name, key in _GATE_KEYS.items()}
+        if all(_numbers([v]) and abs(v) < float("inf") for v in values.values()):
+            gates[str(artifact_id)] = FidelityGate(**{k: float(v) for k, v in values.items()})
+    return gates
+
+
 def channel_error_stats(
     artifact: ArtifactSpec, n_channels: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -295,13 +337,7 @@ def calibration_quantiles(
     table = artifact.calibration.get("quantiles")
     if isinstance(table, Mapping):
         levels, values = table.get("levels"), table.get(score)
-        if (
-            isinstance(levels, list)
-            and isinstance(values, list)
-            and len(levels) == len(values) >= 2
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in levels)
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        ):
+        if _numbers(levels) and _numbers(values) and len(levels) == len(values) >= 2:
             return tuple(float(v) for v in levels), tuple(float(v) for v in values)
     stats = artifact.calibration.get(score)
     if isinstance(stats, Mapping):
@@ -311,52 +347,26 @@ def calibration_quantiles(
     return None
 
 
+def _numbers(values: Any) -> bool:
+    return isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    )
+
+
 def parse_manifest(data: bytes) -> Manifest:
     """Parse and validate manifest.json bytes."""
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{MANIFEST_NAME}: not valid UTF-8 JSON ({err})") from err
-    if not isinstance(raw, dict):
-        raise _fail("top level", "must be a JSON object")
-    if raw.get("format") != FORMAT_NAME:
-        raise _fail("format", f"= {raw.get('format')!r}: this is not a rapp bundle manifest")
-    version = raw.get("format_version")
-    if version != FORMAT_VERSION:
-        raise _fail(
-            "format_version",
-            f"= {version!r}: unknown format version; this agent reads version {FORMAT_VERSION} "
-            "(upgrade the agent or re-export the bundle for it)",
-        )
+    raw = _load_manifest_json(data)
     model = _field(raw, "model", Mapping, "")
     sizes = tuple(_field(model, "layer_sizes", list, "model"))
     if len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
         raise _fail("model.layer_sizes", f"= {list(sizes)}: need input size and ≥ 1 layer size")
     n_layers = len(sizes) - 1
-    try:
-        spec = FeatureSpec.from_json(_field(raw, "input", Mapping, ""))
-    except FeatureError as err:
-        raise _fail("input", f"is invalid: {err}") from err
-    if spec.feature_dim != sizes[0]:
-        raise _fail(
-            "model.layer_sizes[0]",
-            f"= {sizes[0]} but the input spec yields {spec.feature_dim} features",
-        )
+    spec = _parse_input(raw, sizes[0])
     rapp = _field(raw, "rapp", Mapping, "")
     layers = tuple(_field(rapp, "layers", list, "rapp"))
     if not layers or not all(isinstance(i, int) and 0 <= i <= n_layers for i in layers):
         raise _fail("rapp.layers", f"= {list(layers)}: must be indices in 0 … {n_layers}")
     rtol = rapp.get("rtol")
-    artifacts_raw = _field(raw, "artifacts", list, "")
-    if not artifacts_raw:
-        raise _fail("artifacts", "is empty: a bundle needs at least one model file")
-    artifacts = tuple(_parse_artifact(a, n_layers, i) for i, a in enumerate(artifacts_raw))
-    if len({a.id for a in artifacts}) != len(artifacts):
-        raise _fail("artifacts", "has duplicate ids")
-    files = _field(raw, "files", Mapping, "")
-    for name, sha in files.items():
-        if not isinstance(sha, str) or not _SHA256.match(sha):
-            raise _fail(f"files[{name!r}]", f"= {sha!r}: must be 64 lowercase hex digits")
     robot = _field(raw, "robot", Mapping, "")
     return Manifest(
         raw=raw,
@@ -371,8 +381,59 @@ def parse_manifest(data: bytes) -> Manifest:
         layer_sizes=sizes,
         rapp_layers=layers,
         rtol=None if rtol is None else float(rtol),
-        artifacts=artifacts,
+        artifacts=_parse_artifacts(raw, n_layers),
         alarm=_parse_alarm(_field(raw, "alarm", Mapping, "")),
-        files=dict(files),
+        files=_parse_files(raw),
         attribution=_parse_attribution(raw.get("attribution"), spec.feature_dim, spec.n_channels),
+        fidelity=_parse_fidelity(raw.get("sanity")),
     )
+
+
+def _load_manifest_json(data: bytes) -> dict[str, Any]:
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise BundleError(f"{MANIFEST_NAME}: not valid UTF-8 JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise _fail("top level", "must be a JSON object")
+    if raw.get("format") != FORMAT_NAME:
+        raise _fail("format", f"= {raw.get('format')!r}: this is not a rapp bundle manifest")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise _fail(
+            "format_version",
+            f"= {version!r}: unknown format version; this agent reads version {FORMAT_VERSION} "
+            "(upgrade the agent or re-export the bundle for it)",
+        )
+    return raw
+
+
+def _parse_input(raw: Mapping[str, Any], input_size: int) -> FeatureSpec:
+    try:
+        spec = FeatureSpec.from_json(_field(raw, "input", Mapping, ""))
+    except FeatureError as err:
+        raise _fail("input", f"is invalid: {err}") from err
+    if spec.feature_dim != input_size:
+        raise _fail(
+            "model.layer_sizes[0]",
+            f"= {input_size} but the input spec yields {spec.feature_dim} features",
+        )
+    return spec
+
+
+def _parse_artifacts(raw: Mapping[str, Any], n_layers: int) -> tuple[ArtifactSpec, ...]:
+    artifacts_raw = _field(raw, "artifacts", list, "")
+    if not artifacts_raw:
+        raise _fail("artifacts", "is empty: a bundle needs at least one model file")
+    artifacts = tuple(_parse_artifact(a, n_layers, i) for i, a in enumerate(artifacts_raw))
+    if len({a.id for a in artifacts}) != len(artifacts):
+        raise _fail("artifacts", "has duplicate ids")
+    return artifacts
+
+
+def _parse_files(raw: Mapping[str, Any]) -> dict[str, str]:
+    files = _field(raw, "files", Mapping, "")
+    for name, sha in files.items():
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise _fail(f"files[{name!r}]", f"= {sha!r}: must be 64 lowercase hex digits")
+    return dict(files)

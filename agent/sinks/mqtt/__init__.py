@@ -2,7 +2,7 @@
 
 Wiring (see each module's docstring)::
 
-    settings = MqttSettings.from_mapping(config["mqtt"])
+    settings = MqttSettings.from_table(Table(doc["mqtt"], "mqtt"), device_id, config_dir)
     ident = AgentIdentity.create(settings.device_id, agent.__version__)
     link = MqttLink(settings, outbox, lambda state: build_status(state, ident, ...))
     link.start(); ...; link.stop(drain_timeout=10)

@@ -15,6 +15,11 @@ it after reconnecting (with DUP set), and its PUBACK then deletes the row. If th
 the row is still in the outbox and is sent again after restart — hence at-least-once, and the
 ``id`` in every payload for de-duplication.
 
+Parts: :mod:`~agent.sinks.mqtt.client` builds the paho client, a
+:class:`~agent.sinks.mqtt.tracker.PublishTracker` follows every publish until paho reports it
+done, a :class:`~agent.sinks.mqtt.router.SubscriptionRouter` hands incoming messages to their
+handlers, and a :class:`~agent.sinks.mqtt.worker.WakeableWorker` is the drain thread.
+
 Status: the last will is ``offline`` (retained, QoS 1) on ``<root>/<device>/status``; every
 successful connect publishes ``online`` (retained) before draining; :meth:`stop` drains, then
 publishes ``stopped`` (retained) and disconnects cleanly, so the broker does not send the will.
@@ -33,61 +38,33 @@ Usage::
 from __future__ import annotations
 
 import logging
-import ssl
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.sinks.mqtt.errors import CredentialError, MqttError
+from agent.sinks.mqtt.client import build_client
+from agent.sinks.mqtt.errors import MqttError
 from agent.sinks.mqtt.payloads import StatusState, dumps
-from agent.sinks.mqtt.settings import MqttSettings, resolve_password
+from agent.sinks.mqtt.router import MessageHandler, SubscriptionRouter
+from agent.sinks.mqtt.settings import MqttSettings
+from agent.sinks.mqtt.tracker import LinkStats, Pending, PublishTracker
+from agent.sinks.mqtt.worker import WakeableWorker
 from agent.sinks.outbox import Outbox, OutboxError, OutboxMessage
 from agent.sinks.topics import Topics
 
 log = logging.getLogger(__name__)
 
 StatusPayload = Callable[[StatusState], Mapping[str, Any]]
-MessageHandler = Callable[[str, bytes], None]
+Phase = Literal["new", "started", "stopped"]
 
-# Publishes that the broker rejected (MQTT 5 PUBACK reason >= 0x80, e.g. "not authorized")
-# are not deleted; they are retried after this long instead of blocking the queue.
-REJECTED_RETRY_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class LinkStats:
-    """Connection state and counters since :meth:`MqttLink.start`."""
-
-    connected: bool
-    connects: int
-    disconnects: int
-    published: int
-    acked: int
-    rejected: int
-    in_flight: int
-    held: int
-    last_error: str | None
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A publish handed to paho and not yet confirmed by on_publish."""
-
-    msg_id: str | None  # outbox id; None for direct (status) publishes
-    qos: int
-    generation: int  # connection generation at publish time (QoS 0 dies with its connection)
-    done: threading.Event
-    failed: bool = False
+__all__ = ["LinkStats", "MessageHandler", "MqttLink", "StatusPayload"]
 
 
 class MqttLink:
-    """Owns one paho client; see the module docstring."""
+    """Owns one paho client and the drain thread; see the module docstring."""
 
     def __init__(
         self,
@@ -103,33 +80,14 @@ class MqttLink:
         self.topics = Topics.for_device(settings.device_id, settings.topic_root)
         self._status_payload = status_payload
         self._environ = environ
-        self._poll_interval = poll_interval
-
+        self._tracker = PublishTracker(outbox.ack)
+        self._router = SubscriptionRouter()
+        self._drain = WakeableWorker("mqtt-drain", self._drain_once, poll_interval, self._failed)
         self._client: mqtt.Client | None = None
-        self._drain_thread: threading.Thread | None = None
-        self._wake = threading.Event()
-        self._halt = threading.Event()
+        self._phase: Phase = "new"
         self._closing = False  # set by stop(): no new outbox publishes
-        self._started = False
-        self._stopped = False
         self._drained = False
-
-        # Everything below is guarded by _track_lock. Lock order: paho's internal mutex ->
-        # _track_lock -> the outbox lock. Nothing calls into paho while holding _track_lock.
-        self._track_lock = threading.Lock()
-        self._pending: dict[int, _Pending] = {}
-        self._early: dict[int, ReasonCode | None] = {}  # on_publish ran before we registered
-        self._held: dict[str, float] = {}  # msg_id -> monotonic time it may be retried
-        self._generation = 0
-        self._connected = False
-        self._receive_max = 65535
-        self._subscriptions: dict[str, tuple[int, MessageHandler]] = {}
-        self._connects = 0
-        self._disconnects = 0
-        self._published = 0
-        self._acked = 0
-        self._rejected = 0
-        self._last_error: str | None = None
+        self._last_connect_failure = ""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -140,9 +98,9 @@ class MqttLink:
         fix (unreadable password or TLS files). Broker unavailability is not an error: the
         link keeps retrying with backoff.
         """
-        if self._started or self._stopped:
+        if self._phase != "new":
             raise MqttError("MqttLink.start(): a link can be started once")
-        client = self._make_client()
+        client = build_client(self.settings, self._environ)
         try:
             will = dumps(self._status_payload("offline"))
         except Exception as err:
@@ -153,57 +111,16 @@ class MqttLink:
             client.connect_async(s.host, s.port, keepalive=s.keepalive, clean_start=True)
         else:
             client.connect_async(s.host, s.port, keepalive=s.keepalive)
-        self._client = client
-        self._drain_thread = threading.Thread(
-            target=self._drain_loop, name="mqtt-drain", daemon=True
-        )
-        self._drain_thread.start()
-        self.outbox.add_put_listener(self.wake)
-        client.loop_start()
-        self._started = True
-
-    def _make_client(self) -> mqtt.Client:
-        s = self.settings
-        v5 = s.protocol == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.effective_client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            # MQTT 5 takes clean_start at connect instead. A clean session is right: the agent
-            # only publishes, and undelivered messages live in the outbox, not in the broker.
-            clean_session=None if v5 else True,
-            reconnect_on_failure=True,
-        )
-        # paho must never queue on its own: our drain bounds the in-flight window (+ room
-        # for status publishes).
-        client.max_inflight_messages_set(s.max_inflight + 4)
-        client.max_queued_messages_set(0)
-        # paho annotates int but computes with any number; sub-second delays keep tests fast
-        client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)  # type: ignore[arg-type]
-        if s.username is not None:
-            client.username_pw_set(s.username, resolve_password(s, self._environ))
-        if s.tls is not None:
-            try:
-                client.tls_set(
-                    ca_certs=str(s.tls.ca_file) if s.tls.ca_file else None,
-                    certfile=str(s.tls.cert_file) if s.tls.cert_file else None,
-                    keyfile=str(s.tls.key_file) if s.tls.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError, ValueError) as err:
-                raise CredentialError(
-                    f"mqtt.tls: cannot load CA/certificate/key ({s.tls}): {err}; "
-                    "fix: check the paths and that the files are PEM and readable"
-                ) from err
-            client.tls_insecure_set(s.tls.insecure)
-        elif s.has_password:
-            log.warning("mqtt: password authentication without TLS sends the password in clear")
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        return client
+        self._client = client
+        self._drain.start()
+        self.outbox.add_put_listener(self.wake)
+        client.loop_start()
+        self._phase = "started"
 
     def stop(self, drain_timeout: float = 10.0, status_timeout: float = 2.0) -> bool:
         """Drain, publish ``stopped``, disconnect cleanly (no will). Returns True if the
@@ -211,31 +128,25 @@ class MqttLink:
 
         Rows not delivered in time stay in the outbox for the next start.
         """
-        if self._stopped:
+        if self._phase == "stopped":
             return self._drained
-        self._stopped = True
-        if not self._started:
+        started, self._phase = self._phase == "started", "stopped"
+        if not started:
             self._drained = self.outbox.stats().depth == 0
             return self._drained
         client = self._client
         assert client is not None
         self.outbox.remove_put_listener(self.wake)
-        deadline = time.monotonic() + max(0.0, drain_timeout)
-        drained = self._wait_drained(deadline)
+        drained = self._wait_drained(time.monotonic() + max(0.0, drain_timeout))
         self._closing = True
-        status = None
         if self.connected:
             status = self._publish_status("stopped")
             if status is not None:
                 status.done.wait(max(0.0, status_timeout))
-        self._halt.set()
-        self._wake.set()
-        if self._drain_thread is not None:
-            self._drain_thread.join(timeout=5.0)
+        self._drain.stop(timeout=5.0)
         client.disconnect()
         client.loop_stop()
-        with self._track_lock:
-            self._connected = False
+        self._tracker.on_stopped()
         log.info("mqtt: stopped (outbox %s)", "drained" if drained else "not drained")
         self._drained = drained
         return drained
@@ -251,20 +162,19 @@ class MqttLink:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._wake.set()
+            self._drain.wake()
             time.sleep(min(0.05, remaining))
 
     # -- public helpers -------------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        with self._track_lock:
-            return self._connected
+        return self._tracker.connected
 
     def wake(self) -> None:
         """Wake the drain thread. Called automatically after every ``Outbox.put`` (the link
         registers itself as a put listener); the drain thread also polls."""
-        self._wake.set()
+        self._drain.wake()
 
     def publish_status(self) -> bool:
         """Re-publish ``online`` status now (e.g. every 30 s). False if not connected."""
@@ -275,111 +185,40 @@ class MqttLink:
     def subscribe(self, topic: str, handler: MessageHandler, qos: int = 1) -> None:
         """Subscribe now and after every reconnect (sessions are clean). ``handler(topic,
         payload)`` runs on paho's network thread: hand work off, do not block."""
-        with self._track_lock:
-            self._subscriptions[topic] = (qos, handler)
-            connected = self._connected
-        if connected and self._client is not None:
+        self._router.subscribe(topic, handler, qos)
+        if self.connected and self._client is not None:
             self._client.subscribe(topic, qos)
 
     def stats(self) -> LinkStats:
-        with self._track_lock:
-            return LinkStats(
-                connected=self._connected,
-                connects=self._connects,
-                disconnects=self._disconnects,
-                published=self._published,
-                acked=self._acked,
-                rejected=self._rejected,
-                in_flight=sum(1 for p in self._pending.values() if p.msg_id is not None),
-                held=len(self._held),
-                last_error=self._last_error,
-            )
+        return self._tracker.stats()
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish_status(self, state: StatusState) -> _Pending | None:
+    def _publish_status(self, state: StatusState) -> Pending | None:
         try:
             payload = dumps(self._status_payload(state))
         except Exception as err:  # a caller bug must not kill the network thread
             log.exception("mqtt: building the %s status payload failed", state)
-            self._note_error(f"status payload: {err}")
+            self._tracker.note_error(f"status payload: {err}")
             return None
         return self._publish(self.topics.status, payload, 1, True, None)
 
     def _publish(
         self, topic: str, payload: bytes, qos: int, retain: bool, msg_id: str | None
-    ) -> _Pending | None:
+    ) -> Pending | None:
         """Hand one message to paho and track its mid. None if paho did not take it."""
         client = self._client
         assert client is not None
-        with self._track_lock:
-            generation = self._generation
+        generation = self._tracker.generation
         info = client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            pass
-        elif qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
-            pass  # paho queued it and sends it after reconnecting; on_publish will follow
-        else:
-            return None
-        pending = _Pending(msg_id, qos, generation, threading.Event())
-        with self._track_lock:
-            if msg_id is not None:
-                self._published += 1
-            if info.mid in self._early:
-                reason = self._early.pop(info.mid)
-                self._complete(pending, reason)
-            elif qos == 0 and generation != self._generation:
-                return None  # its connection is gone and paho drops QoS 0 packets with it
-            else:
-                self._pending[info.mid] = pending
-        return pending
-
-    def _complete(self, pending: _Pending, reason: ReasonCode | None) -> None:
-        """Called with _track_lock held, once per publish."""
-        if reason is not None and reason.is_failure:
-            self._rejected += 1
-            pending.failed = True
-            if pending.msg_id is not None:
-                self._held[pending.msg_id] = time.monotonic() + REJECTED_RETRY_S
-            self._last_error = f"broker rejected a publish: {reason}"
-            log.warning("mqtt: broker rejected message %s: %s", pending.msg_id, reason)
-        elif pending.msg_id is not None:
-            try:
-                self.outbox.ack(pending.msg_id)
-                self._acked += 1
-            except OutboxError as err:
-                # The row stays and is re-sent later: a duplicate, never a loss.
-                self._last_error = str(err)
-                log.error("mqtt: %s", err)
-        pending.done.set()
-
-    def _drain_loop(self) -> None:
-        while not self._halt.is_set():
-            self._wake.wait(self._poll_interval)
-            self._wake.clear()
-            if self._halt.is_set():
-                return
-            try:
-                self._drain_once()
-            except Exception as err:  # keep draining; the error is visible in stats/logs
-                log.exception("mqtt: drain failed")
-                self._note_error(f"drain: {err}")
-                self._halt.wait(self._poll_interval)
+        return self._tracker.track(info.mid, info.rc, msg_id, qos, generation)
 
     def _drain_once(self) -> None:
         while not self._closing:
-            with self._track_lock:
-                if not self._connected:
-                    return
-                now = time.monotonic()
-                for msg_id in [m for m, t in self._held.items() if t <= now]:
-                    del self._held[msg_id]
-                exclude = {p.msg_id for p in self._pending.values() if p.msg_id is not None}
-                room = min(self.settings.max_inflight, self._receive_max) - len(exclude)
-                exclude.update(self._held)
-            if room <= 0:
+            window = self._tracker.drain_window(self.settings.max_inflight)
+            if window is None or window.room <= 0:
                 return
-            batch = self.outbox.next_batch(room, exclude)
+            batch = self.outbox.next_batch(window.room, window.exclude)
             if not batch:
                 return
             for msg in batch:
@@ -390,17 +229,14 @@ class MqttLink:
         try:
             pending = self._publish(msg.topic, msg.payload, msg.qos, msg.retain, msg.id)
         except ValueError as err:  # paho refused the topic/payload: retrying will not help
-            with self._track_lock:
-                self._held[msg.id] = float("inf")
-                self._rejected += 1
-                self._last_error = f"message {msg.id} on {msg.topic!r} refused: {err}"
+            self._tracker.hold_refused(msg.id, f"message {msg.id} on {msg.topic!r} refused: {err}")
             log.error("mqtt: message %s on %r refused by the client: %s", msg.id, msg.topic, err)
             return True
         return pending is not None
 
-    def _note_error(self, text: str) -> None:
-        with self._track_lock:
-            self._last_error = text
+    def _failed(self, err: Exception) -> None:
+        log.exception("mqtt: drain failed")
+        self._tracker.note_error(f"drain: {err}")
 
     # -- paho callbacks (network thread; must never raise) --------------------------------
 
@@ -414,7 +250,7 @@ class MqttLink:
     ) -> None:
         try:
             if reason_code.is_failure:
-                self._note_error(f"connect refused: {reason_code}")
+                self._tracker.note_error(f"connect refused: {reason_code}")
                 log.warning(
                     "mqtt: %s:%s refused the connection: %s",
                     self.settings.host,
@@ -422,21 +258,35 @@ class MqttLink:
                     reason_code,
                 )
                 return
-            receive_max = getattr(properties, "ReceiveMaximum", None)
-            with self._track_lock:
-                self._connected = True
-                self._connects += 1
-                # keep 2 slots of the broker's Receive Maximum for status publishes
-                self._receive_max = max(1, receive_max - 2) if receive_max else 65535
-                subscriptions = list(self._subscriptions.items())
+            self._tracker.on_connected(getattr(properties, "ReceiveMaximum", None))
+            self._last_connect_failure = ""
             log.info("mqtt: connected to %s:%s", self.settings.host, self.settings.port)
             if not self._closing:
                 self._publish_status("online")
-            for topic, (qos, _handler) in subscriptions:
-                client.subscribe(topic, qos)
-            self._wake.set()
+                # A broker restarted without persistence forgot every retained message: send
+                # the device's retained state (meta, alarm/active, ota/status) again.
+                self.outbox.requeue_retained()
+            for sub in self._router.subscriptions():
+                client.subscribe(sub.topic_filter, sub.qos)
+            self._drain.wake()
         except Exception:
             log.exception("mqtt: on_connect failed")
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """Log why connecting failed, once per distinct reason (retries repeat it)."""
+        try:
+            reason = getattr(client, "last_connect_error", "") or "unknown reason"
+            self._tracker.note_error(f"connect failed: {reason}")
+            if reason != self._last_connect_failure:
+                self._last_connect_failure = reason
+                log.error(
+                    "mqtt: cannot connect to %s:%s: %s; retrying with backoff",
+                    self.settings.host,
+                    self.settings.port,
+                    reason,
+                )
+        except Exception:
+            log.exception("mqtt: on_connect_fail failed")
 
     def _on_disconnect(
         self,
@@ -447,19 +297,7 @@ class MqttLink:
         properties: Any,
     ) -> None:
         try:
-            with self._track_lock:
-                was_connected = self._connected
-                self._connected = False
-                self._generation += 1
-                if was_connected:
-                    self._disconnects += 1
-                # QoS 0 packets die with the connection (paho never reports them); QoS 1
-                # stay pending: paho re-sends them after reconnecting.
-                for mid in [m for m, p in self._pending.items() if p.qos == 0]:
-                    self._pending.pop(mid).done.set()
-                if was_connected and not self._closing:
-                    # (a refused connect already recorded the more useful reason)
-                    self._last_error = f"disconnected: {reason_code}"
+            was_connected = self._tracker.on_disconnected(reason_code, closing=self._closing)
             if was_connected and not self._closing:
                 log.warning("mqtt: connection lost (%s); reconnecting with backoff", reason_code)
         except Exception:
@@ -474,24 +312,13 @@ class MqttLink:
         properties: Any,
     ) -> None:
         try:
-            with self._track_lock:
-                pending = self._pending.pop(mid, None)
-                if pending is None:
-                    self._early[mid] = reason_code
-                    return
-                self._complete(pending, reason_code)
-            self._wake.set()
+            if self._tracker.on_published(mid, reason_code):
+                self._drain.wake()
         except Exception:
             log.exception("mqtt: on_publish failed")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        with self._track_lock:
-            handlers = [
-                h
-                for pattern, (_qos, h) in self._subscriptions.items()
-                if mqtt.topic_matches_sub(pattern, message.topic)
-            ]
-        for handler in handlers:
+        for handler in self._router.route(message.topic):
             try:
                 handler(message.topic, bytes(message.payload))
             except Exception:

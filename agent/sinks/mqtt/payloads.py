@@ -319,7 +319,17 @@ class BundleInfo:
 
 @dataclass(frozen=True, slots=True)
 class FrameCounters:
-    """Serial/MQTT frame decoder counters of one source."""
+    """Input counters of one robot's source (every field only ever grows).
+
+    ok: frames delivered to the pipeline — decoded, CRC-valid and matching the channel map
+    (MQTT JSON: accepted payloads; simulator/replay: samples produced).
+    crc_errors: frames rejected by their CRC.
+    sequence_gaps: gap events — how many times data was lost before a delivered frame (a
+    forward jump of the sequence number, or the first frame after a reconnect); each one
+    starts a new run of windows. How many frames were lost is the source's
+    ``missing_frames`` counter, not this one (firmware_config/sequence.py).
+    resyncs: times bytes were discarded to get back in sync with the frame delimiters.
+    """
 
     ok: int = 0
     crc_errors: int = 0
@@ -340,6 +350,30 @@ class RobotHealth:
     windows: Mapping[str, int] = field(default_factory=dict)
     drift: Mapping[str, float | None] | None = None
     retraining_advised: bool = False
+
+
+def _outbox_entry(outbox: OutboxStats | None, now: float) -> dict[str, Any]:
+    """Depth, drops, age of the oldest message and — while the state disk refuses writes —
+    where, why and how much space is left (``disk_full``), so an operator sees it at once."""
+    if outbox is None:
+        return {"depth": {"alarm": 0, "event": 0, "telemetry": 0}, "telemetry_dropped": 0,
+                "oldest_age_s": None, "held_in_memory": 0, "disk_full": None}  # fmt: skip
+    oldest = None if outbox.oldest_created is None else max(0.0, now - outbox.oldest_created)
+    storage = outbox.storage
+    return {
+        "depth": {"alarm": outbox.alarm, "event": outbox.event, "telemetry": outbox.telemetry},
+        "telemetry_dropped": int(outbox.telemetry_dropped),
+        "oldest_age_s": oldest,
+        "held_in_memory": int(outbox.held),
+        "disk_full": None
+        if storage is None
+        else {
+            "path": storage.path,
+            "error": storage.error,
+            "since": iso_utc(storage.since),
+            "free_bytes": storage.free_bytes,
+        },
+    }
 
 
 def build_status(
@@ -363,13 +397,7 @@ def build_status(
     payload.update(state=state, agent_version=identity.agent_version, boot_id=identity.boot_id)
     if state == "offline":
         return payload
-    depth = {"alarm": 0, "event": 0, "telemetry": 0}
-    dropped, oldest_age = 0, None
-    if outbox is not None:
-        depth = {"alarm": outbox.alarm, "event": outbox.event, "telemetry": outbox.telemetry}
-        dropped = outbox.telemetry_dropped
-        if outbox.oldest_created is not None:
-            oldest_age = max(0.0, t - outbox.oldest_created)
+    outbox_entry = _outbox_entry(outbox, t)
     robot_entries: dict[str, Any] = {}
     for name, health in (robots or {}).items():
         entry: dict[str, Any] = {
@@ -398,7 +426,7 @@ def build_status(
             }
             for b in bundles
         ],
-        outbox={"depth": depth, "telemetry_dropped": dropped, "oldest_age_s": oldest_age},
+        outbox=outbox_entry,
         robots=robot_entries,
     )
     return payload

@@ -1,15 +1,20 @@
-"""MQTT connection settings: a frozen, validated value object plus password resolution.
+"""MQTT connection settings: a frozen value object, parsed from the ``[mqtt]`` table, plus
+password resolution.
 
-:class:`MqttSettings` only holds and checks values; it never touches the filesystem (files can
-appear later, e.g. systemd credentials, and tests build settings freely). The password is read
-by :func:`resolve_password` when the link connects, either from ``password_file`` or from the
+:meth:`MqttSettings.from_table` reads the table with :class:`agent.core.tables.Table` (types,
+defaults, ranges; unknown keys rejected by name) and resolves every path (``password_file``,
+``tls.*_file``) to absolute against the config file's directory, so ``--check`` and ``run``
+open the same files whatever the working directory. The dataclasses themselves only check
+what involves several fields; build them directly in tests and tools. Parsing never touches
+the filesystem (files can appear later, e.g. systemd credentials): the password is read by
+:func:`resolve_password` when the link connects, either from ``password_file`` or from the
 systemd credential ``password_credential`` (``$CREDENTIALS_DIRECTORY/<name>``, set up with
-``LoadCredential=`` in the unit). It is never accepted on the command line, where ``ps`` and
-the journal would show it.
+``LoadCredential=`` in the unit). It is never accepted in the config file or on the command
+line, where ``ps`` and the journal would show it.
 
 Usage::
 
-    settings = MqttSettings.from_mapping(config["mqtt"])      # TOML table -> settings
+    settings = MqttSettings.from_table(Table(doc["mqtt"], "mqtt"), "cell7", config_dir)
     settings = MqttSettings(host="broker.lan", device_id="cell7", password_credential="mqtt")
 """
 
@@ -17,11 +22,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.core.errors import ConfigError
+from agent.core.tables import Table
 from agent.sinks.mqtt.errors import CredentialError, MqttSettingsError
 from agent.sinks.topics import TopicError, validate_id, validate_root
 
@@ -33,12 +40,52 @@ def _fail(key: str, value: object, why: str, fix: str) -> None:
     raise MqttSettingsError(f"{key} = {value!r}: {why}; fix: {fix}")
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _get(
+    t: Table,
+    name: str,
+    kind: type,
+    default: Any,
+    ok: Callable[[Any], bool],
+    why: str,
+    fix: str,
+) -> Any:
+    """``t.get`` whose errors end in ``; fix: <fix>``; a value that is not ``ok`` reads
+    ``<key> = <value>: <why>; fix: <fix>``."""
+
+    def check(value: Any) -> str | None:
+        return None if ok(value) else f"{why}; fix: {fix}"
+
+    return t.get(name, kind, default, check=check, fix=f"fix: {fix}")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _between(lo: int, hi: int) -> Callable[[int], bool]:
+    return lambda value: lo <= value <= hi
+
+
+def _host_ok(value: str) -> bool:
+    return bool(value) and "://" not in value
+
+
+def _client_id_ok(value: str) -> bool:
+    return bool(value) and "\x00" not in value
+
+
+def _credential_ok(value: str) -> bool:
+    return bool(value) and "/" not in value and value not in (".", "..")
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+NON_EMPTY = "must be a non-empty string"
+POSITIVE = "must be a number > 0"
+PROTOCOL_WHY = f"must be one of {list(PROTOCOLS)}"
+CREDENTIAL_WHY = "must be a systemd credential name"
+HOST_FIX = "e.g. host = 'broker.plant.lan' (no 'mqtt://' prefix; the port goes in mqtt.port)"
+PORT_FIX = "1883, or 8883 with TLS"
+CREDENTIAL_FIX = "the name used in LoadCredential=, e.g. 'mqtt-password'"
+PATH_FIX = "fix: a file path, absolute or relative to the config file's directory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +103,6 @@ class TlsSettings:
     insecure: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("ca_file", "cert_file", "key_file"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                _fail(f"mqtt.tls.{name}", value, "must be a path", "give an absolute file path")
         if self.key_file is not None and self.cert_file is None:
             _fail(
                 "mqtt.tls.key_file",
@@ -67,8 +110,18 @@ class TlsSettings:
                 "a client key needs a client certificate",
                 "also set mqtt.tls.cert_file",
             )
-        if not isinstance(self.insecure, bool):
-            _fail("mqtt.tls.insecure", self.insecure, "must be true or false", "insecure = false")
+
+    @classmethod
+    def from_table(cls, t: Table, base_dir: Path | None) -> TlsSettings:
+        """The ``[mqtt.tls]`` table; paths made absolute against ``base_dir``."""
+        tls = cls(
+            ca_file=t.path("ca_file", base_dir, fix=PATH_FIX),
+            cert_file=t.path("cert_file", base_dir, fix=PATH_FIX),
+            key_file=t.path("key_file", base_dir, fix=PATH_FIX),
+            insecure=t.get("insecure", bool, False, fix="fix: insecure = false"),
+        )
+        t.done()
+        return tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,43 +156,7 @@ class MqttSettings:
     max_inflight: int = 16
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host or "://" in self.host:
-            _fail(
-                "mqtt.host",
-                self.host,
-                "must be a host name or IP address",
-                "e.g. host = 'broker.plant.lan' (no 'mqtt://' prefix; the port goes in mqtt.port)",
-            )
-        try:
-            validate_id(self.device_id, what="mqtt.device_id")
-            validate_root(self.topic_root)
-        except TopicError as err:
-            raise MqttSettingsError(str(err)) from err
-        if not _is_int(self.port) or not 1 <= self.port <= 65535:
-            _fail("mqtt.port", self.port, "must be 1..65535", "1883, or 8883 with TLS")
-        if self.client_id is not None and (
-            not isinstance(self.client_id, str) or not self.client_id or "\x00" in self.client_id
-        ):
-            _fail("mqtt.client_id", self.client_id, "must be a non-empty string", "omit it")
-        if self.protocol not in PROTOCOLS:
-            _fail("mqtt.protocol", self.protocol, f"must be one of {list(PROTOCOLS)}", "'5'")
-        if not _is_int(self.keepalive) or not 5 <= self.keepalive <= 65535:
-            _fail("mqtt.keepalive", self.keepalive, "must be 5..65535 seconds", "e.g. 30")
-        if self.tls is not None and not isinstance(self.tls, TlsSettings):
-            _fail("mqtt.tls", self.tls, "must be a TLS settings table", "see the README")
-        if self.username is not None and (not isinstance(self.username, str) or not self.username):
-            _fail("mqtt.username", self.username, "must be a non-empty string", "omit it")
-        if self.password_file is not None and not isinstance(self.password_file, Path):
-            _fail("mqtt.password_file", self.password_file, "must be a path", "an absolute path")
-        if self.password_credential is not None:
-            cred = self.password_credential
-            if not isinstance(cred, str) or not cred or "/" in cred or cred in (".", ".."):
-                _fail(
-                    "mqtt.password_credential",
-                    cred,
-                    "must be a systemd credential name",
-                    "the name used in LoadCredential=, e.g. 'mqtt-password'",
-                )
+        """Only what involves several fields; single values are checked by from_table."""
         if self.password_file is not None and self.password_credential is not None:
             _fail(
                 "mqtt.password_file",
@@ -155,12 +172,8 @@ class MqttSettings:
                 "set mqtt.username",
             )
         lo, hi = self.reconnect_min_delay, self.reconnect_max_delay
-        if not _is_number(lo) or lo <= 0:
-            _fail("mqtt.reconnect_min_delay", lo, "must be a number > 0", "e.g. 1.0")
-        if not _is_number(hi) or hi < lo:
+        if hi < lo:
             _fail("mqtt.reconnect_max_delay", hi, f"must be >= reconnect_min_delay ({lo})", "60")
-        if not _is_int(self.max_inflight) or not 1 <= self.max_inflight <= 1000:
-            _fail("mqtt.max_inflight", self.max_inflight, "must be 1..1000", "e.g. 16")
 
     @property
     def has_password(self) -> bool:
@@ -171,51 +184,63 @@ class MqttSettings:
         return self.client_id or f"rapp-agent-{self.device_id}"
 
     @classmethod
-    def from_mapping(cls, table: Mapping[str, Any], *, prefix: str = "mqtt") -> MqttSettings:
-        """Build from a parsed TOML table; unknown keys are rejected by name.
+    def from_table(cls, t: Table, device_id: str, base_dir: Path | None = None) -> MqttSettings:
+        """The ``[mqtt]`` table (``tls`` is the sub-table ``[mqtt.tls]``); ``device_id`` is
+        the agent's, and relative paths are relative to ``base_dir``, the config file's
+        directory (without one they stay as given). Raises :class:`MqttSettingsError`."""
+        try:
+            return cls._read(t, device_id, base_dir)
+        except MqttSettingsError:
+            raise
+        except (ConfigError, TopicError) as err:
+            raise MqttSettingsError(str(err)) from err
 
-        Paths are given as strings; ``tls`` is a sub-table (``[mqtt.tls]``).
-        """
-        if not isinstance(table, Mapping):
-            raise MqttSettingsError(f"[{prefix}]: must be a table; fix: add an [{prefix}] table")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise MqttSettingsError(
-                f"{prefix}.{unknown[0]}: unknown key; fix: remove it or use one of {sorted(known)}"
-            )
-        for required in ("host", "device_id"):
-            if required not in table:
-                raise MqttSettingsError(f"{prefix}.{required}: missing; fix: set it")
-        values = dict(table)
-        for key in ("password_file",):
-            if values.get(key) is not None:
-                values[key] = _path(f"{prefix}.{key}", values[key])
-        if values.get("tls") is not None:
-            values["tls"] = _tls_from_mapping(values["tls"], f"{prefix}.tls")
-        return cls(**values)
-
-
-def _path(key: str, value: object) -> Path:
-    if not isinstance(value, str) or not value:
-        raise MqttSettingsError(f"{key} = {value!r}: must be a file path; fix: an absolute path")
-    return Path(value)
-
-
-def _tls_from_mapping(table: object, prefix: str) -> TlsSettings:
-    if not isinstance(table, Mapping):
-        raise MqttSettingsError(f"{prefix} = {table!r}: must be a table; fix: use [{prefix}]")
-    known = {f.name for f in fields(TlsSettings)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise MqttSettingsError(
-            f"{prefix}.{unknown[0]}: unknown key; fix: remove it or use one of {sorted(known)}"
+    @classmethod
+    def _read(cls, t: Table, device_id: str, base_dir: Path | None) -> MqttSettings:
+        _refuse_misplaced_keys(t)
+        tls = t.table("tls")
+        name_fix = "omit it"
+        settings = cls(
+            host=_get(t, "host", str, ..., _host_ok, "must be a host name or IP address", HOST_FIX),
+            device_id=validate_id(device_id, what="mqtt.device_id"),
+            port=_get(t, "port", int, 1883, _between(1, 65535), "must be 1..65535", PORT_FIX),
+            client_id=_get(t, "client_id", str, None, _client_id_ok, NON_EMPTY, name_fix),
+            protocol=_get(t, "protocol", str, "5", PROTOCOLS.__contains__, PROTOCOL_WHY, "'5'"),
+            keepalive=_get(
+                t, "keepalive", int, 30, _between(5, 65535), "must be 5..65535 seconds", "e.g. 30"
+            ),
+            tls=None if tls is None else TlsSettings.from_table(tls, base_dir),
+            username=_get(t, "username", str, None, bool, NON_EMPTY, name_fix),
+            password_file=t.path("password_file", base_dir, fix=PATH_FIX),
+            password_credential=_get(
+                t, "password_credential", str, None, _credential_ok, CREDENTIAL_WHY, CREDENTIAL_FIX
+            ),
+            reconnect_min_delay=_get(
+                t, "reconnect_min_delay", float, 1.0, _positive, POSITIVE, "e.g. 1.0"
+            ),
+            reconnect_max_delay=_get(
+                t, "reconnect_max_delay", float, 60.0, _positive, POSITIVE, "60"
+            ),
+            topic_root=validate_root(t.get("topic_root", str, "rapp/v1", fix="fix: 'rapp/v1'")),
+            max_inflight=_get(
+                t, "max_inflight", int, 16, _between(1, 1000), "must be 1..1000", "e.g. 16"
+            ),
         )
-    values: dict[str, Any] = dict(table)
-    for key in ("ca_file", "cert_file", "key_file"):
-        if values.get(key) is not None:
-            values[key] = _path(f"{prefix}.{key}", values[key])
-    return TlsSettings(**values)
+        t.done()
+        return settings
+
+
+def _refuse_misplaced_keys(t: Table) -> None:
+    if "password" in t.data:
+        raise MqttSettingsError(
+            f"{t.key('password')}: passwords are not accepted in the config file; put it in a "
+            "file readable only by the agent and set password_file, or use a systemd "
+            "credential (password_credential)"
+        )
+    if "device_id" in t.data:
+        raise MqttSettingsError(
+            f"{t.key('device_id')}: set agent.device_id instead (one id per agent)"
+        )
 
 
 def resolve_password(

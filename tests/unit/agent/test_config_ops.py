@@ -25,7 +25,7 @@ def config(robot_tables: dict) -> dict:
 
 def test_defaults_are_fixed_threshold_and_no_capture():
     parsed = parse_config(config({}))
-    options = pipeline_options(parsed, parsed.robots[0])
+    options = pipeline_options(parsed.robots[0])
     assert options.threshold == "fixed" and options.capture is None
     assert options.drift.ks_limit == 0.5
 
@@ -45,7 +45,7 @@ def test_dynamic_threshold_and_capture(tmp_path):
             }
         )
     )
-    options = pipeline_options(parsed, parsed.robots[0])
+    options = pipeline_options(parsed.robots[0])
     assert options.threshold == "dynamic"
     assert (options.drift.window, options.drift.min_windows, options.drift.ks_limit) == (
         256,
@@ -75,4 +75,4 @@ def test_an_unwritable_capture_dir_is_a_config_error(tmp_path):
     blocker.write_text("x")
     parsed = parse_config(config({"drift": {"capture_dir": str(blocker / "cap")}}))
     with pytest.raises(ConfigError, match="capture_dir"):
-        pipeline_options(parsed, parsed.robots[0])
+        pipeline_options(parsed.robots[0])

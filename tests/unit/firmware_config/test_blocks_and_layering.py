@@ -1,17 +1,13 @@
-"""Frame → sample block conversion, and the package layering rule."""
+"""Frame → sample block conversion (the layering rule is in tests/unit/architecture)."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import numpy as np
 
-from firmware_config.blocks import FrameAssembler
+from firmware_config.blocks import FrameAssembler, SampleBlock
 from firmware_config.channel_map import ChannelMap
 from firmware_config.protocol import Frame
-
-PACKAGE = Path(__file__).parents[3] / "firmware_config"
+from firmware_config.sequence import SequenceStep, SequenceTracker
 
 
 def _frame(seq: int, program: int, cycle_index: int | None = None) -> Frame:
@@ -28,26 +24,29 @@ def _frame(seq: int, program: int, cycle_index: int | None = None) -> Frame:
 
 def test_blocks_carry_per_sample_flags_programs_and_gaps(six_axis_map: ChannelMap) -> None:
     assembler = FrameAssembler(six_axis_map)
-    first = assembler.convert(_frame(65535, 1))
+    tracker = SequenceTracker()
+
+    def convert(frame: Frame) -> SampleBlock:
+        return assembler.convert(frame, tracker.observe(frame.seq))
+
+    first = convert(_frame(65535, 1))
     assert not first.gap_before and first.program_id.tolist() == [1] * 10
     assert first.samples.dtype == np.float32
     np.testing.assert_allclose(first.samples[0], [1, 1, 1, 0.1, 0.1, 0.1], rtol=1e-6)
-    switch = assembler.convert(_frame(0, 2, cycle_index=4))  # wraps: no gap
+    switch = convert(_frame(0, 2, cycle_index=4))  # wraps: no gap
     assert not switch.gap_before and switch.missing_frames == 0
     assert switch.cycle_start.tolist() == [False] * 4 + [True] + [False] * 5
     assert switch.program_id.tolist() == [1] * 4 + [2] * 6
-    later = assembler.convert(_frame(3, 2))
+    later = convert(_frame(3, 2))
     assert later.gap_before and later.missing_frames == 2
+    back = convert(_frame(1, 2))  # a reboot or a repeated frame: not contiguous either
+    assert back.gap_before and back.missing_frames == 0
 
 
-def test_firmware_config_never_imports_agent_or_exporter() -> None:
-    for path in PACKAGE.rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in {"agent", "exporter"}, f"{path}: {name}"
+def test_reset_forgets_the_running_program(six_axis_map: ChannelMap) -> None:
+    assembler = FrameAssembler(six_axis_map)
+    assembler.convert(_frame(0, 3), SequenceStep())
+    assembler.reset()
+    block = assembler.convert(_frame(1, 4, cycle_index=2), SequenceStep(gap=True))
+    assert block.program_id.tolist() == [-1] * 2 + [4] * 8
+    assert block.gap_before

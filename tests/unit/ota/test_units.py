@@ -1,5 +1,6 @@
 """Unit tests: keys and signing, the command and chunk bookkeeping, the model store and
-pointer, probation verdicts, the main-loop call queue and the [ota] config table."""
+pointer, probation verdicts, the main-loop call queue, the [ota] config table, and the
+install parts (intake, probation board, hooks) against stand-ins for the daemon."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import json
 import stat
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -16,17 +18,32 @@ from agent.config import ConfigError, parse_config
 from agent.core.bundle import BundleError, TrustPolicy, load_bundle
 from agent.core.bundle.archive import read_archive
 from agent.core.bundle.manifest import SIGNATURE_NAME
+from agent.core.tables import Table
+from agent.models import ScorerSettings
 from agent.ota.admin import list_models, rollback
+from agent.ota.authenticate import CommandAuthenticator
 from agent.ota.errors import OtaError, StoreError, TransferError
+from agent.ota.fetch import UrlFetcher
+from agent.ota.hooks import OtaHooks
+from agent.ota.intake import Delivery, IntakeParts, NeedRequests, TransferIntake
 from agent.ota.mainloop import MainLoopCalls
 from agent.ota.probation import Probation
+from agent.ota.probation_board import ProbationBoard
+from agent.ota.refusals import Refusals
+from agent.ota.settings import OtaSettings
+from agent.ota.status import OtaReporter
 from agent.ota.store import ModelStore
 from agent.ota.transfer import DoneLog, Staging, TransferCommand, parse_command
+from agent.ota.verify import Verifier
+from agent.ota.versions import ServingVersions
 from agent.pipeline.alarms import ModelRef
+from agent.sinks.topics import Topics
 from exporter.cli import main as export_main
 from exporter.keys import keygen, load_private_key, sign_bundle
 from exporter.model import ExportError
 from tests.support.agents_inprocess import validate
+from tests.support.failpoint_agent import FailpointHooks
+from tests.support.fixtures.ota import repack
 
 # -- keys and signing ------------------------------------------------------------------------
 
@@ -95,7 +112,7 @@ def test_chunks_in_any_order_with_duplicates_and_a_restart_rebuild_the_file(
 ):
     root = tmp_path_factory.mktemp("staging")
     command = parse_command(json.dumps(_command(data, chunk).to_json()).encode())
-    staging = Staging(root, command)
+    staging = Staging.create(root, command)
     indices = list(range(command.n_chunks)) * 2
     order.shuffle(indices)
     for step, i in enumerate(indices):
@@ -109,7 +126,7 @@ def test_chunks_in_any_order_with_duplicates_and_a_restart_rebuild_the_file(
 
 def test_bad_chunks_and_commands_are_refused(tmp_path):
     data = bytes(range(256)) * 10
-    staging = Staging(tmp_path, _command(data, 1000))
+    staging = Staging.create(tmp_path, _command(data, 1000))
     with pytest.raises(TransferError, match="sha256 mismatch"):
         staging.add(0, b"x" * 1000)
     with pytest.raises(TransferError, match="expected 1000"):
@@ -134,11 +151,11 @@ def test_bad_chunks_and_commands_are_refused(tmp_path):
 
 
 def test_done_log_survives_reopen_and_stays_bounded(tmp_path):
-    log = DoneLog(tmp_path / "done.json")
+    log = DoneLog.load(tmp_path / "done.json")
     for i in range(100):
         log.record(f"t{i}", "committed")
     log.record("t5", "rejected", "why")
-    again = DoneLog(tmp_path / "done.json")
+    again = DoneLog.load(tmp_path / "done.json")
     assert again.get("t99") == ("committed", "")
     assert again.get("t5") == ("rejected", "why")
     assert again.get("t0") is None
@@ -257,21 +274,233 @@ def test_ota_config_defaults_and_errors():
 
 def test_models_listing_and_manual_rollback(tmp_path):
     config = parse_config({**BASE, "agent": {"device_id": "d", "state_dir": str(tmp_path)}})
+    state, robots = config.agent.state_dir, {r.id: r.bundles for r in config.robots}
     store = ModelStore(tmp_path)
-    assert "no bundles installed" in list_models(config)
+    assert "no bundles installed" in list_models(state, robots)
     with pytest.raises(OtaError, match="--robot"):
-        rollback(config, None, None)
+        rollback(state, None, None)
     a = store.put("r", b"a")
     store.activate("r", "m", a, "1", "t1")
     store.commit("r", "m")
     b = store.put("r", b"b")
     store.activate("r", "m", b, "2", "t2")
     store.commit("r", "m")
-    listing = list_models(config)
+    listing = list_models(state, robots)
     assert f"m: active {b[:12]} v2 (committed" in listing and f"previous {a[:12]}" in listing
-    assert "restart the agent" in rollback(config, None, None)
+    assert "restart the agent" in rollback(state, None, None)
     assert store.pointer("r")["m"].active == a
-    rollback(config, "r", "m")
+    rollback(state, "r", "m")
     assert store.pointer("r") == {}
     with pytest.raises(OtaError, match="no installed bundle"):
-        rollback(config, "r", "m")
+        rollback(state, "r", "m")
+
+
+def test_ota_settings_from_table_is_what_parse_config_reads():
+    table = {"groups": ["hall3"], "max_bundle_bytes": 4096, "gate_wait_s": 3}
+    settings = OtaSettings.from_table(Table(table, "ota"))
+    assert settings == parse_config({**BASE, "ota": table}).ota
+    assert settings.gate_wait_s == 3.0 and settings.probation_windows == 200
+    assert parse_config(BASE).ota == OtaSettings()
+    with pytest.raises(ConfigError, match=r"ota\.probation_window: unknown key"):
+        OtaSettings.from_table(Table({"probation_window": 5}, "ota"))
+
+
+# -- no I/O in constructors ------------------------------------------------------------------
+
+
+def test_staging_and_done_log_touch_the_disk_only_in_their_classmethods(tmp_path):
+    data = bytes(range(200))
+    command = _command(data, 100)
+    Staging(tmp_path / "s" / "t1", command, set())
+    DoneLog(tmp_path / "d" / "done.json")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "d").exists()
+    assert DoneLog.load(tmp_path / "d" / "done.json").get("t1") is None
+    created = Staging.open(tmp_path / "s", command)
+    assert (created.dir / "command.json").is_file() and created.missing() == [0, 1]
+    created.add(1, data[100:])
+    resumed = Staging.open(tmp_path / "s", command)
+    assert resumed.missing() == [0] and resumed.received_bytes == 100
+
+
+# -- intake, probation board, hooks (with stand-ins for the daemon) --------------------------
+
+
+class _Hooks(OtaHooks):
+    def __init__(self) -> None:
+        self.reached: list[str] = []
+
+    def reach(self, step: str) -> None:
+        self.reached.append(step)
+
+
+def _reporter() -> OtaReporter:
+    return OtaReporter("d", Topics.for_device("d"), None)
+
+
+class _Needs(NeedRequests):
+    """Records the need requests instead of publishing them."""
+
+    def __init__(self) -> None:
+        super().__init__("d", "rapp/v1/d/ota/need", None)
+        self.sent: list[list[int]] = []
+
+    def send(self, staging: Staging) -> None:
+        self.sent.append(staging.missing())
+
+
+def _intake(
+    tmp_path, hooks: OtaHooks | None = None, policy: TrustPolicy | None = None, **settings
+) -> tuple[TransferIntake, OtaReporter]:
+    """An intake of device ``d`` (groups ``hall3``) that accepts unsigned commands unless
+    ``policy`` says otherwise."""
+    reporter = _reporter()
+    s = OtaSettings(groups=("hall3",), **settings)
+    parts = IntakeParts(
+        auth=CommandAuthenticator(policy or TrustPolicy(), "d", s.groups),
+        versions=ServingVersions(ModelStore(tmp_path)),
+        fetcher=UrlFetcher(s.file_url_root, s.url_timeout_s),
+        refusals=Refusals(),
+    )
+    intake = TransferIntake(
+        s,
+        tmp_path / "staging",
+        DoneLog.load(tmp_path / "done.json"),
+        reporter,
+        _Needs(),
+        hooks or OtaHooks(),
+        parts,
+    )
+    return intake, reporter
+
+
+def _send(intake: TransferIntake, data: bytes, command: TransferCommand, chunks=None) -> list:
+    """Deliver the command and ``chunks`` (default: all) and run the intake on each."""
+    out = []
+    intake.on_command("rapp/v1/d/ota/cmd", json.dumps(command.to_json()).encode())
+    out.append(intake.next(can_begin=True))  # queues the command
+    out.append(intake.next(can_begin=True))  # begins it
+    size = command.chunk_size
+    for i in range(command.n_chunks) if chunks is None else chunks:
+        intake.on_chunk(f"rapp/v1/_transfer/{command.transfer_id}/{i}", data[i * size :][:size])
+        out.append(intake.next(can_begin=True))
+    return out
+
+
+def test_intake_delivers_a_complete_transfer_once(tmp_path):
+    hooks = _Hooks()
+    intake, reporter = _intake(tmp_path, hooks)
+    data = bytes(range(256)) * 3
+    command = _command(data, 100)
+    *waiting, delivery = _send(intake, data, command)
+    assert all(step is None for step in waiting) and delivery is not None
+    assert delivery.data == data and delivery.command == command
+    assert hooks.reached == ["downloading"] and reporter.last["state"] == "downloading"
+    intake.finished(delivery)
+    assert not (tmp_path / "staging" / command.transfer_id).exists()
+    intake.done.record(command.transfer_id, "committed")
+    assert _send(intake, data, command, chunks=[]) == [None, None]  # re-delivered: ignored
+
+
+def test_intake_ignores_a_tampered_chunk_asks_again_and_completes(tmp_path):
+    """Any broker client can publish on a chunk topic: a copy that does not match the signed
+    hashes (wrong bytes, 7 bytes, out of range) is ignored and re-requested, never fatal."""
+    intake, reporter = _intake(tmp_path, need_interval_s=0.1)
+    data = bytes(range(256)) * 3
+    command = _command(data, 100)
+    _send(intake, data, command, chunks=[0])
+    topic = f"rapp/v1/_transfer/{command.transfer_id}"
+    for index, junk in ((1, b"x" * 100), (1, b"7 bytes"), (99, b"y" * 100), (2, b"")):
+        intake.on_chunk(f"{topic}/{index}", junk)
+        assert intake.next(can_begin=True) is None
+    assert reporter.last["state"] == "downloading", "the transfer goes on"
+    assert intake.done.get(command.transfer_id) is None
+    assert intake.refusals.counts()["bad_chunk"] == 4
+    time.sleep(0.15)
+    intake.next(can_begin=True)
+    assert intake.needs.sent[-1] == list(range(1, command.n_chunks)), "asked for them again"
+    *_, delivery = _send(intake, data, command, chunks=range(1, command.n_chunks))
+    assert delivery is not None and delivery.data == data
+
+
+class _Robot:
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    def remove(self, bundle_id: str) -> None:
+        self.removed.append(bundle_id)
+
+
+def test_probation_board_commits_or_rolls_back_and_owns_its_state(tmp_path):
+    store, robot, changes = ModelStore(tmp_path), _Robot(), []
+    done = DoneLog.load(tmp_path / "done.json")
+    reporter = _reporter()
+    board = ProbationBoard(
+        OtaSettings(probation_windows=10), {"r": robot}, store, done, reporter,
+        lambda: changes.append(1),
+    )  # fmt: skip
+    store.activate("r", "m", store.put("r", b"a"), "2", "t1")
+    board.start("r", ModelRef("m", "2"), "t1", None)
+    assert board.busy
+    board.observe("r", [_W(0.1)] * 10)
+    assert not board.busy and reporter.last["state"] == "committed"
+    assert store.pointer("r")["m"].state == "committed" and done.get("t1")[0] == "committed"
+    store.activate("r", "m", store.put("r", b"b"), "3", "t2")
+    board.start("r", ModelRef("m", "2"), "t2", None)
+    board.observe("other", [_W(float("nan"))])  # another robot's windows do not count
+    assert board.busy
+    board.observe("r", [_W(float("nan"))])
+    assert not board.busy and robot.removed == ["m"] and len(changes) == 2
+    assert reporter.last["state"] == "rolled_back" and "non-finite" in reporter.last["reason"]
+    assert store.pointer("r")["m"].state == "committed" and done.get("t2")[0] == "rolled_back"
+
+
+def test_failpoint_hooks_parse_and_default_hooks_do_nothing():
+    hooks = FailpointHooks.parse("verifying=sleep:0.01, nan_after_activation=b@3")
+    assert hooks.sleeps == {"verifying": 0.01} and hooks.nan_bundle == "b@3"
+    with pytest.raises(ValueError, match="failpoint"):
+        FailpointHooks.parse("verify=sleep:1")
+    sentinel = object()
+    assert OtaHooks().on_activation(sentinel) is sentinel  # type: ignore[arg-type]
+    assert OtaHooks().reach("staged") is None
+
+
+class _Gate:
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    def check(self, transfer_id: str, robot: str, scorer, deadline=None) -> None:
+        self.checked.append(robot)
+
+
+class _Target:
+    """A robot that matches the bundle's input spec, with a chosen channel-map hash."""
+
+    def __init__(self, spec, schema_hash: int | None) -> None:
+        self.input_spec = spec
+        self.source_channels = tuple(spec.channels)
+        self.schema_hash = schema_hash
+
+
+def test_verifier_checks_robot_and_schema_hash_through_the_host_view(built_bundle, tmp_path):
+    declared = 0x1234
+    data = repack(built_bundle.data, None, lambda m: m["input"].update(schema_hash=declared))
+    spec = load_bundle(data).manifest.input
+    gate = _Gate()
+
+    def verify(robots, robot=None):
+        command = TransferCommand.for_bundle(data, "t1", "test-bundle", "1", robot=robot)
+        verifier = Verifier(
+            OtaSettings(), TrustPolicy(), ScorerSettings(), robots, gate, _reporter(), OtaHooks(),
+            ServingVersions(ModelStore(tmp_path)),
+        )  # fmt: skip
+        return verifier.verify(Delivery(command, data, None))
+
+    robot, scorer = verify({"arm1": _Target(spec, declared)})
+    assert robot == "arm1" and scorer.bundle.bundle_id == "test-bundle" and gate.checked == [robot]
+    assert verify({"arm1": _Target(spec, None)})[0] == "arm1"  # no channel map: nothing to match
+    with pytest.raises(OtaError, match="schema hash 0x1234, robot 'arm1'"):
+        verify({"arm1": _Target(spec, declared + 1)})
+    with pytest.raises(OtaError, match="'arm2' is not on this device"):
+        verify({"arm1": _Target(spec, declared)}, robot="arm2")
+    with pytest.raises(OtaError, match="push with --robot"):
+        verify({"arm1": _Target(spec, declared), "arm3": _Target(spec, declared)})

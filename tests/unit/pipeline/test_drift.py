@@ -7,13 +7,12 @@ import os
 import numpy as np
 import pytest
 
+from agent.pipeline.capture import WindowCapture, load_capture
 from agent.pipeline.drift import (
     DriftError,
     DriftSettings,
     RobotDrift,
-    WindowCapture,
     ks_at_quantiles,
-    load_capture,
 )
 
 LEVELS = tuple(np.linspace(0.0, 1.0, 21))
@@ -78,7 +77,7 @@ def test_settings_name_the_fix():
 
 
 def test_capture_is_bounded_atomic_and_pickle_free(tmp_path):
-    capture = WindowCapture(tmp_path / "cap", max_windows=40, per_file=10)
+    capture = WindowCapture.open(tmp_path / "cap", max_windows=40, per_file=10)
     rng = np.random.default_rng(2)
     for i in range(95):
         capture.add(rng.normal(size=(64, 6)), start=i * 64, program=1)
@@ -91,7 +90,7 @@ def test_capture_is_bounded_atomic_and_pickle_free(tmp_path):
     with np.load(tmp_path / "cap" / files[-1], allow_pickle=False) as data:
         assert data["start"][-1] == 94 * 64
     # A restarted agent continues the numbering instead of overwriting the newest file.
-    again = WindowCapture(tmp_path / "cap", max_windows=40, per_file=10)
+    again = WindowCapture.open(tmp_path / "cap", max_windows=40, per_file=10)
     again.add(np.zeros((64, 6)), 0, 2)
     again.flush()
     assert sorted(os.listdir(tmp_path / "cap"))[-1] > files[-1]
@@ -101,4 +100,4 @@ def test_capture_directory_errors_name_the_fix(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(DriftError, match="capture_dir"):
-        WindowCapture(blocker / "sub", max_windows=10)
+        WindowCapture.open(blocker / "sub", max_windows=10)

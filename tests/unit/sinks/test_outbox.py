@@ -91,20 +91,20 @@ def test_bad_topic_and_payload(outbox: Outbox) -> None:
 
 
 def test_telemetry_is_bounded_drops_oldest_and_never_touches_alarms(tmp_path: Path) -> None:
-    with Outbox(tmp_path / "o.db", telemetry_max_rows=5) as box:
+    with Outbox.open(tmp_path / "o.db", telemetry_max_rows=5) as box:
         alarms = [box.put("a", b"%d" % i, kind="alarm") for i in range(20)]
         tele = [box.put("s", b"%d" % i, kind="telemetry", qos=0) for i in range(12)]
         stats = box.stats()
         assert (stats.alarm, stats.telemetry, stats.telemetry_dropped) == (20, 5, 7)
         batch = box.next_batch(100)
         assert [m.id for m in batch] == alarms + tele[-5:]
-    with Outbox(tmp_path / "o.db", telemetry_max_rows=5) as box:
+    with Outbox.open(tmp_path / "o.db", telemetry_max_rows=5) as box:
         assert box.stats().telemetry_dropped == 7, "counters persist across reopen"
 
 
 def test_survives_reopen_and_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
-    box = Outbox(path)
+    box = Outbox.open(path)
     ids = [box.put("a", b"x", kind="alarm") for _ in range(3)]
     box.close()
     box.close()  # idempotent
@@ -113,7 +113,7 @@ def test_survives_reopen_and_wal_mode(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
-    with Outbox(path) as again:
+    with Outbox.open(path) as again:
         assert [m.id for m in again.next_batch(10)] == ids
 
 
@@ -121,19 +121,19 @@ def test_corrupt_file_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OutboxError) as err:
-        Outbox(path)
+        Outbox.open(path)
     assert str(path) in str(err.value) and "fix" in str(err.value)
     assert isinstance(err.value.__cause__, sqlite3.DatabaseError)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
-    Outbox(path).close()
+    Outbox.open(path).close()
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version=99")
     conn.close()
     with pytest.raises(OutboxError, match="newer"):
-        Outbox(path)
+        Outbox.open(path)
 
 
 def test_concurrent_put_and_ack_from_threads(outbox: Outbox) -> None:
@@ -196,7 +196,7 @@ def test_put_is_durable_across_sigkill(tmp_path: Path) -> None:
             proc.kill()
     printed += [x for x in rest.decode().split("\n") if len(x) == 32]
     assert proc.returncode == -signal.SIGKILL, err.decode()
-    with Outbox(db) as box:
+    with Outbox.open(db) as box:
         stored = {m.id for m in box.next_batch(100_000) if m.kind == "alarm"}
         assert box.stats().telemetry <= 50
     missing = [x for x in printed if x not in stored]
@@ -206,7 +206,7 @@ def test_put_is_durable_across_sigkill(tmp_path: Path) -> None:
 
 def test_last_retained_payload_is_kept_per_topic_and_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
-    with Outbox(path) as box:
+    with Outbox.open(path) as box:
         assert box.last_retained("r/active") is None
         first = box.put("r/active", b"raised", kind="alarm", retain=True)
         box.put("r/active", b"cleared", kind="alarm", retain=True)
@@ -214,5 +214,5 @@ def test_last_retained_payload_is_kept_per_topic_and_survives_reopen(tmp_path: P
         box.ack(first)
         assert box.last_retained("r/active") == b"cleared"
         assert box.last_retained("r/alarm") is None
-    with Outbox(path) as box:
+    with Outbox.open(path) as box:
         assert box.last_retained("r/active") == b"cleared", "delivered or not, after reopen"

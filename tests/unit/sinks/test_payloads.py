@@ -151,6 +151,8 @@ def test_status_payloads_validate(validators: Validators) -> None:
             "depth": {"alarm": 2, "event": 0, "telemetry": 7},
             "telemetry_dropped": 3,
             "oldest_age_s": 10.0,
+            "held_in_memory": 0,
+            "disk_full": None,
         }
         assert p["robots"]["r1"]["drift"] == {
             "p95_ratio": 1.4,

@@ -1,4 +1,4 @@
-"""`rapp-export sim-report` on the shipped default bundle (issue #3's last acceptance point).
+"""`python -m benchmarks.sim_report` on the shipped default bundle.
 
 One quick report (≈ 10 s) is shared by the module. Besides the report's shape, it checks
 NAP AUROC floors for the faults that are clearly visible by construction, with the evidence
@@ -16,20 +16,13 @@ scripts/build_default_bundle.sh):
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from agent.models import default_bundle_path
-from exporter.sim_report import (
-    EXIT_OK,
-    EXIT_USAGE,
-    FAULT_CASES,
-    add_sim_report_parser,
-    main_sim_report,
-)
+from benchmarks.sim_report import EXIT_OK, EXIT_USAGE, FAULT_CASES, main
 from firmware_config.simulator import FAULT_KINDS
 
 NAP_FLOORS = {"collision": 0.95, "payload": 0.95, "sensor": 0.95, "ripple": 0.90, "friction": 0.90}
@@ -37,19 +30,12 @@ PLOTS = [f"currents_{kind}.png" for kind in FAULT_KINDS] + ["score_traces.png"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    """Parse through the subcommand parser the lead wires into `rapp-export`."""
-    parser = argparse.ArgumentParser(prog="rapp-export")
-    add_sim_report_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["sim-report", *argv])
-
-
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle = default_bundle_path()
     assert bundle.is_file(), f"{bundle} is missing; run scripts/build_default_bundle.sh"
     out = tmp_path_factory.mktemp("sim_report")
-    code = main_sim_report(_parse(["--bundle", str(bundle), "--out", str(out), "--quick"]))
+    code = main(["--bundle", str(bundle), "--out", str(out), "--quick"])
     assert code == EXIT_OK
     return out
 
@@ -111,6 +97,6 @@ def test_no_alarm_on_normal_runs_with_nuisances(report: dict) -> None:
 
 
 def test_missing_bundle_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    args = _parse(["--bundle", str(tmp_path / "nope.rapp"), "--out", str(tmp_path / "out")])
-    assert main_sim_report(args) == EXIT_USAGE
+    args = ["--bundle", str(tmp_path / "nope.rapp"), "--out", str(tmp_path / "out")]
+    assert main(args) == EXIT_USAGE
     assert "nope.rapp" in capsys.readouterr().err

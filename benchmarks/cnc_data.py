@@ -160,8 +160,8 @@ def missing_data_message(path: Path, what: str) -> str:
     return (
         f"{path}: {what}. The CNC mill tool-wear data is not part of the repository; pass the "
         f"folder that holds {EXPERIMENTS_CSV} and experiment_01.csv … experiment_18.csv, "
-        "e.g. `rapp-export evaluate --data ../shared/data/cnc-mill-tool-wear` (download: "
-        "Kaggle 'CNC Mill Tool Wear', University of Michigan SMART lab)"
+        "e.g. `python -m benchmarks.cnc_eval --data ../shared/data/cnc-mill-tool-wear` "
+        "(download: Kaggle 'CNC Mill Tool Wear', University of Michigan SMART lab)"
     )
 
 

@@ -1,4 +1,9 @@
-"""`rapp-export sim-report`: how well a bundle detects each simulated fault (issue #3).
+"""How well a bundle detects each simulated fault: the simulator's per-fault report.
+
+Run from the repository root (:mod:`benchmarks.quality` runs it for ``make bench``)::
+
+    .venv/bin/python -m benchmarks.sim_report --bundle agent/data/default.rapp --out DIR
+        [--seed 0] [--quick] [--backend auto|onnxruntime|litert]
 
 For every fault kind of the simulated 6-axis arm (friction, backlash, collision, payload,
 ripple, sensor) the report simulates normal runs *with* the nuisances a real cell has
@@ -21,8 +26,8 @@ score traces with threshold and onset (``score_traces.png``).
 
 Why a simulator report: real labelled faults are rare, and a bundle trained on normal data
 only needs evidence that it sees the faults it is meant to see before it ships — the
-simulator labels onset and axis exactly. It never imports torch, so it also runs where only
-the agent is installed (plus matplotlib for the plots).
+simulator labels onset and axis exactly. It never imports torch, so it also runs from a
+checkout with only the agent's dependencies installed (plus matplotlib for the plots).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from agent.core.bundle import Bundle, BundleError, load_bundle
+from agent.core.errors import AgentError, AgentRuntimeError
+from agent.core.errors import exit_code as agent_exit_code
 from agent.core.features import FeatureError
 from agent.core.scoring import Scorer, ScoringError, open_scorer
 from agent.pipeline.alarms import AlarmSettings
@@ -49,6 +56,8 @@ from agent.pipeline.robot import RobotPipeline, ScoredWindow
 from agent.sources.base import SampleChunk
 from exporter.metrics import auroc
 from firmware_config.channel_map import load_builtin_map
+from firmware_config.errors import FirmwareError
+from firmware_config.errors import exit_code as firmware_exit_code
 from firmware_config.simulator import (
     FAULT_KINDS,
     FaultSpec,
@@ -59,8 +68,8 @@ from firmware_config.simulator import (
     concatenate,
 )
 
+PROG = "benchmarks.sim_report"
 EXIT_OK = 0
-EXIT_FAILED = 1
 EXIT_USAGE = 2
 SCORES = ("recon", "sap", "nap")
 PRECISIONS = ("fp32", "int8")
@@ -112,7 +121,7 @@ FULL = Timing(normal_cold_s=600.0, normal_warm_s=300.0, fault_run_s=300.0, onset
 QUICK = Timing(normal_cold_s=180.0, normal_warm_s=90.0, fault_run_s=120.0, onset_s=30.0)
 
 
-class SimReportError(RuntimeError):
+class SimReportError(AgentRuntimeError, RuntimeError):
     """A bundle the simulator cannot feed (channels, sample rate) or a run without windows."""
 
 
@@ -189,10 +198,7 @@ def column_index(run: SimulatedRun, bundle: Bundle) -> np.ndarray:
 
 def alarm_settings(bundle: Bundle) -> AlarmSettings:
     """The bundle's alarm defaults, as `rapp-agent score` and the daemon apply them."""
-    d = bundle.manifest.alarm
-    return AlarmSettings(
-        alpha=d.ewma_alpha, k=d.debounce_k, n=d.debounce_n, clear_ratio=d.clear_ratio
-    )
+    return AlarmSettings.from_bundle(bundle.manifest.alarm)
 
 
 def score_run(scorer: Scorer, run: SimulatedRun, columns: np.ndarray) -> RunScores:
@@ -601,7 +607,10 @@ def run_report(
     return report
 
 
-def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m {PROG}", description=(__doc__ or "").split("\n\n")[0]
+    )
     p.add_argument("--bundle", required=True, type=Path, help="bundle to evaluate (.rapp)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="base simulator seed (default 0)")
@@ -610,40 +619,29 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_sim_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``sim-report`` on `rapp-export`'s subcommands; dispatch to main_sim_report."""
-    p = subparsers.add_parser(
-        "sim-report",
-        help="AUROC, attribution and false alarms of a bundle on every simulated fault",
-        description=(__doc__ or "").split("\n\n")[0],
-    )
-    return _configure(p)
-
-
-def main_sim_report(args: argparse.Namespace) -> int:
-    """Run the report for parsed ``sim-report`` arguments; 0 ok, 2 bad input, 1 failure."""
+def run(args: argparse.Namespace) -> int:
+    """Run the report for parsed arguments; 0 ok, 2 bad input, 1 failure."""
     if args.seed < 0:
-        print(f"rapp-export sim-report: --seed {args.seed}: must be ≥ 0", file=sys.stderr)
+        print(f"{PROG}: --seed {args.seed}: must be ≥ 0", file=sys.stderr)
         return EXIT_USAGE
     try:
         report = run_report(args.bundle, args.out, args.seed, args.quick, args.backend)
     except OSError as err:
-        print(f"rapp-export sim-report: {args.bundle}: {err.strerror or err}", file=sys.stderr)
+        print(f"{PROG}: {args.bundle}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
     except (BundleError, FeatureError, SimulationError, SimReportError) as err:
-        print(f"rapp-export sim-report: {err}", file=sys.stderr)
+        print(f"{PROG}: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except ScoringError as err:
-        print(f"rapp-export sim-report: {err}", file=sys.stderr)
-        return EXIT_FAILED
+    except (AgentError, FirmwareError) as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return agent_exit_code(err) if isinstance(err, AgentError) else firmware_exit_code(err)
     print((args.out / "report.md").read_text())
     print(f"sim-report: wrote {args.out}/report.md, report.json and {len(report['plots'])} plots")
     return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _configure(argparse.ArgumentParser(prog="python -m exporter.sim_report"))
-    return main_sim_report(parser.parse_args(argv))
+    return run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """CNC mill loader, task labels and experiment-wise split, on a generated CNC-like folder.
 
-The real recordings are not in a user's clone (SPEC §12), so every test here writes a tiny
-folder with the real layout: ``experiments.csv`` plus ``experiment_NN.csv`` whose first
-column is an unnamed row index and whose phase label is spelled both ``End`` and ``end``.
+The real recordings are not in a user's clone, so every test here writes a tiny folder with
+the real layout: ``experiments.csv`` plus ``experiment_NN.csv`` whose first column is an
+unnamed row index and whose phase label is spelled both ``End`` and ``end``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.cnc import (
+from benchmarks.cnc_data import (
     ALL_NUMERIC,
     PHASE_COLUMN,
     CncDataError,
@@ -184,17 +184,18 @@ def test_missing_experiment_file_names_it(cnc_dir: Path, tmp_path: Path) -> None
 
 
 def test_evaluate_cli_reports_missing_folder(tmp_path: Path, capsys) -> None:
-    from exporter.cli import EXIT_FAILED, main
+    from agent.core.errors import EXIT_FAILURE
+    from benchmarks.cnc_eval import main
 
-    code = main(["evaluate", "--data", str(tmp_path / "absent"), "--quick"])
-    assert code == EXIT_FAILED
+    code = main(["--data", str(tmp_path / "absent"), "--quick"])
+    assert code == EXIT_FAILURE
     assert str(tmp_path / "absent") in capsys.readouterr().err
 
 
 def test_quick_evaluation_end_to_end(cnc_dir: Path, tmp_path: Path) -> None:
     """Train, build, load and score through the product path (MI-V only: each fold builds a
     real fp32 + int8 bundle, and the loader tests above already cover MI-F's labels)."""
-    from exporter.evaluate import run_evaluation
+    from benchmarks.cnc_eval import run_evaluation
 
     out = tmp_path / "results" / "cnc_quality.json"
     code = run_evaluation(cnc_dir, "mi-v", out, seeds=3, quick=True, log=lambda _msg: None)
@@ -226,7 +227,7 @@ def test_quick_evaluation_reports_tflite_next_to_onnx(cnc_dir: Path, tmp_path: P
     the LiteRT backend and reported beside ONNX with int8-vs-fp32 NAP Spearman per format."""
     from dataclasses import replace
 
-    from exporter.evaluate import DEFAULT_CONFIG, run_evaluation
+    from benchmarks.cnc_eval import DEFAULT_CONFIG, run_evaluation
 
     out = tmp_path / "cnc_tflite.json"
     config = replace(DEFAULT_CONFIG, tflite=True)

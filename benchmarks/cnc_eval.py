@@ -1,6 +1,12 @@
 """RaPP paper tasks MI-F / MI-V on the CNC mill data, through the product's own code path.
 
-Protocol (experiment-wise; see :func:`exporter.cnc.experiment_folds`):
+Run from the repository root (:mod:`benchmarks.quality` runs it for ``make bench``)::
+
+    .venv/bin/python -m benchmarks.cnc_eval --data ../shared/data/cnc-mill-tool-wear
+        [--task mi-f|mi-v|all] [--out results.json] [--seeds 3] [--quick] [--tflite]
+        [--int8-activations 16|8]
+
+Protocol (experiment-wise; see :func:`benchmarks.cnc_data.experiment_folds`):
 
 1. For each seed, the task's normal experiments are shuffled and dealt into ``n_folds``
    groups. Fold k tests on normal group k, calibrates on group k+1 and trains on the rest;
@@ -20,7 +26,7 @@ Protocol (experiment-wise; see :func:`exporter.cnc.experiment_folds`):
 With ``EvalConfig.tflite`` (``--tflite``) every fold also builds TFLite fp32 + int8 artifacts
 into the same bundle and scores them through the LiteRT backend, so TFLite int8 is reported
 next to ONNX int8 (AUROC, paired int8 − fp32 and Spearman ρ of NAP int8 vs fp32 on the test
-windows, SPEC §11).
+windows, the quality target in the README).
 
 If the int8 fidelity floor of ``build_bundle`` trips, that fold reports fp32 only; the int8
 numbers are still measured with the floor lifted and recorded apart, with the fidelity
@@ -29,9 +35,11 @@ report, so the quantization can be improved.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -43,10 +51,10 @@ import numpy as np
 
 from agent.core.atomic import write_atomic
 from agent.core.bundle import load_bundle
+from agent.core.errors import AgentError, exit_code
 from agent.core.features import FeatureSpec, Normalization, Segmentation, segment_recording
 from agent.core.scoring import open_scorer
-from exporter.build import BuildSettings, ExtraArtifacts, build_bundle
-from exporter.cnc import (
+from benchmarks.cnc_data import (
     SAMPLE_RATE_HZ,
     TASKS,
     Experiment,
@@ -59,6 +67,7 @@ from exporter.cnc import (
     resolve_columns,
     task_labels,
 )
+from exporter.build import BuildSettings, ExtraArtifacts, build_bundle
 from exporter.metrics import auroc, spearman
 from exporter.model import ExportError, TrainedModel
 from exporter.train import TrainSettings, train_autoencoder
@@ -72,6 +81,7 @@ PAPER_AE = {
 }
 FIDELITY_MARK = "int8 fidelity below the floor"
 Log = Callable[[str], None]
+PROG = "benchmarks.cnc_eval"
 
 
 @dataclass(frozen=True)
@@ -343,7 +353,7 @@ def run_fold(
 
 
 def _nap_spearman(scored: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]) -> float:
-    """Spearman ρ of int8 vs fp32 NAP over every test window of a fold (SPEC §11)."""
+    """Spearman ρ of int8 vs fp32 NAP over every test window of a fold."""
     numbers = sorted(scored["fp32"])
     ref = np.concatenate([scored["fp32"][n]["nap"] for n in numbers])
     got = np.concatenate([scored["int8"][n]["nap"] for n in numbers])
@@ -645,7 +655,7 @@ PROTOCOL = (
 def _command(
     data_dir: Path, task: str, out: Path | None, seeds: int, quick: bool, cfg: EvalConfig
 ) -> str:
-    parts = ["rapp-export evaluate", f"--data {data_dir}", f"--task {task}", f"--seeds {seeds}"]
+    parts = [f"python -m {PROG}", f"--data {data_dir}", f"--task {task}", f"--seeds {seeds}"]
     if cfg.tflite:
         parts.append("--tflite")
     if cfg.int8_activations != DEFAULT_CONFIG.int8_activations:
@@ -675,7 +685,7 @@ def run_evaluation(
     config: EvalConfig | None = None,
     log: Log = print,
 ) -> int:
-    """``rapp-export evaluate``: run MI-F and/or MI-V, print the table, optionally write
+    """Run MI-F and/or MI-V, print the table, optionally write
     ``out`` (JSON) and ``out`` with ``.md`` (markdown). Returns the process exit code.
 
     ``quick`` is a smoke run: one seed, 3 folds, 3 epochs.
@@ -718,3 +728,34 @@ def run_evaluation(
         md = write_results(Path(out), results)
         log(f"wrote {out} and {md}")
     return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=f"python -m {PROG}", description=(__doc__ or "").split("\n\n")[0]
+    )
+    ap.add_argument("--data", required=True, type=Path, help="cnc-mill-tool-wear folder")
+    ap.add_argument("--task", choices=["mi-f", "mi-v", "all"], default="all")
+    ap.add_argument("--out", type=Path, help="write results JSON here")
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds to average")
+    ap.add_argument("--quick", action="store_true", help="fewer epochs (smoke run)")
+    ap.add_argument(
+        "--tflite", action="store_true", help="also build and score TFLite fp32/int8 per fold"
+    )
+    ap.add_argument("--int8-activations", type=int, choices=[16, 8], default=16)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """0 ok; 1 on a failure (missing data included), 2 on bad input, as the agent's CLIs."""
+    args = parser().parse_args(argv)
+    config = replace(DEFAULT_CONFIG, tflite=args.tflite, int8_activations=args.int8_activations)
+    try:
+        return run_evaluation(args.data, args.task, args.out, args.seeds, args.quick, config)
+    except AgentError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return exit_code(err)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The whole scoring step as a few float32 matrices, for runtimes that run it in their graph.
+
+Everything after the pathway — differences, Recon, SAP, NAP and the channel attribution —
+folds into one concatenation, one GEMM and one affine map (see docs/architecture.md):
+
+    D  = [d_l for l in layers]                           differences ĥ_l − h_l   (N × M)
+    z  = (D − μ) W                                       NAP projection          (N × k)
+    R  = [D | x̂ − x (if layer 0 is not in D) | x − m (standardized attribution) | z]
+    Y  = max(0, (R ⊙ R) · reduce − offset)               (N × (3 + C))
+
+``reduce`` sums the squares into the columns :data:`SCORE_COLUMNS` (recon, sap, nap) and the
+per-channel attribution: calibration-scaled reconstruction error per channel, plus for bundles
+with attribution statistics the input deviation, each divided by its calibration spread, with
+the calibration means folded into ``offset`` — exactly ``agent.core.rapp.channel_excess``.
+Bundles without those statistics get the per-channel errors (``offset`` 0), which the scorer
+turns into shares (``agent.core.rapp.error_shares``). The score columns are sums of squares,
+so the final max(0, ·) leaves them alone.
+
+Only the subtraction D − μ precedes the projection: folding μ into a bias (D·W − μ·W) would
+cancel catastrophically in float32 when windows sit close to the calibration mean.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.core.rapp import ChannelStandardizer, NapParams
+
+SCORE_COLUMNS = ("recon", "sap", "nap")
+
+
+@dataclass(frozen=True)
+class StepMatrices:
+    """The constants of the fused step (module docstring); every array is float32."""
+
+    layers: tuple[int, ...]  # pathway layers whose differences form D, in order
+    separate_recon: bool  # layer 0 is not in ``layers``: R carries x̂ − x as its own block
+    nap_mean: np.ndarray  # μ (M,)
+    nap_projection: np.ndarray  # W (M × k)
+    feature_mean: np.ndarray | None  # m (F,) for standardized attribution, else None
+    reduce: np.ndarray  # (rows of R) × (3 + C)
+    offset: np.ndarray  # (3 + C,)
+
+    @property
+    def width(self) -> int:
+        """Columns of the step's output: recon, sap, nap, then one per channel."""
+        return int(self.reduce.shape[1])
+
+
+def step_matrices(
+    layers: Sequence[int],
+    widths: Sequence[int],
+    nap: NapParams,
+    weights: np.ndarray,
+    feature_channel: np.ndarray,
+    standardizer: ChannelStandardizer | None,
+) -> StepMatrices:
+    """Fold the scoring step's parameters into :class:`StepMatrices`.
+
+    ``widths[i]`` is the width of pathway layer i (widths[0] = F), ``weights`` the F × C
+    matrix of :func:`agent.core.rapp.attribution_weights`.
+    """
+    n_features, n_channels = weights.shape
+    offsets = np.cumsum([0, *(widths[i] for i in layers)])
+    m, k = int(offsets[-1]), nap.k
+    separate_recon = 0 not in layers
+    error_row = m if separate_recon else int(offsets[list(layers).index(0)])
+    deviation_row = m + (n_features if separate_recon else 0)
+    rows = deviation_row + (n_features if standardizer is not None else 0) + k
+    reduce = np.zeros((rows, 3 + n_channels))
+    offset = np.zeros(3 + n_channels)
+    errors = slice(error_row, error_row + n_features)
+    reduce[:m, 1] = 1.0  # sap: every difference
+    reduce[errors, 0] = 1.0  # recon: x̂ − x
+    reduce[rows - k :, 2] = 1.0  # nap: every projection
+    reduce[errors, 3:] = weights
+    if standardizer is not None:
+        s = standardizer
+        reduce[errors, 3:] /= s.error_std
+        onehot = np.zeros((n_features, n_channels))
+        onehot[np.arange(n_features), np.asarray(feature_channel, dtype=np.int64)] = 1.0
+        scale = onehot / np.square(s.feature_std)[:, None] / s.deviation_std
+        reduce[deviation_row : deviation_row + n_features, 3:] = scale
+        offset[3:] = s.error_mean / s.error_std + s.deviation_mean / s.deviation_std
+    return StepMatrices(
+        layers=tuple(layers),
+        separate_recon=separate_recon,
+        nap_mean=nap.mu.astype(np.float32),
+        nap_projection=nap.projection.astype(np.float32),
+        feature_mean=None if standardizer is None else standardizer.feature_mean.astype(np.float32),
+        reduce=reduce.astype(np.float32),
+        offset=offset.astype(np.float32),
+    )
+
+
+class FusedStep(ABC):
+    """The scoring step run inside a runtime (from :meth:`Backend.fuse`)."""
+
+    @abstractmethod
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Feature vectors (N × F) → a new float64 array (N × width): recon, sap, nap and
+        the per-channel attribution columns of :class:`StepMatrices`."""
