@@ -100,7 +100,7 @@ def _parse_agent(t: Table, base_dir: Path | None) -> AgentSection:
         device_id=t.get("device_id", str, check=identifier, fix='e.g. device_id = "cell7-ipc"'),
         state_dir=str(state_dir),
         backend=t.get("backend", str, "auto", check=one_of(BACKEND_NAMES)),
-        precision=t.get("precision", str, "int8", check=one_of(("int8", "fp32"))),
+        precision=t.get("precision", str, "int8", check=one_of(("int8", "fp32", "auto"))),
         threads=t.get("threads", int, 1, check=in_range(1, 64)),
         log_level=t.get(
             "log_level", str, "info", check=one_of(("debug", "info", "warning", "error"))
@@ -217,8 +217,8 @@ def _parse_trust(t: Table | None, base_dir: Path | None) -> TrustConfig:
     return trust
 
 
-def _parse_ota(t: Table | None) -> OtaSettings:
-    return OtaSettings() if t is None else OtaSettings.from_table(t)
+def _parse_ota(t: Table | None, base_dir: Path | None) -> OtaSettings:
+    return OtaSettings() if t is None else OtaSettings.from_table(t, base_dir)
 
 
 def parse_config(data: Mapping[str, Any], source_path: str = "") -> AgentConfig:
@@ -233,7 +233,7 @@ def parse_config(data: Mapping[str, Any], source_path: str = "") -> AgentConfig:
     mqtt = _parse_mqtt(data["mqtt"], agent.device_id, base_dir) if "mqtt" in data else None
     telemetry = _parse_telemetry(top.table("telemetry"))
     trust = _parse_trust(top.table("trust"), base_dir)
-    ota = _parse_ota(top.table("ota"))
+    ota = _parse_ota(top.table("ota"), base_dir)
     top.seen.add("robots")
     robots_raw = data.get("robots")
     if not isinstance(robots_raw, list) or not robots_raw:

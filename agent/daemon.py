@@ -20,7 +20,13 @@ import numpy as np
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, RobotConfig
-from agent.models import ScorerSettings, column_selection, load_robot_scorers, trust_policy
+from agent.models import (
+    ScorerCache,
+    ScorerSettings,
+    column_selection,
+    load_robot_scorers,
+    trust_policy,
+)
 from agent.ota.hooks import OtaHooks
 from agent.ota.manager import OtaManager
 from agent.pipeline.alarms import AlarmSettings
@@ -119,7 +125,10 @@ class Agent:
         )
         self.ota.calls.on_put = self._wake.set
         # Built aside and assigned at once: the MQTT thread reads self.robots for status.
-        self.robots = {robot.id: self._build_robot(robot, policy) for robot in self.config.robots}
+        scorers = ScorerCache()  # robots serving the same bundle share one scorer
+        self.robots = {
+            robot.id: self._build_robot(robot, policy, scorers) for robot in self.config.robots
+        }
         self.publisher = ResultPublisher(
             self.identity,
             self.topics,
@@ -141,10 +150,10 @@ class Agent:
         self.notifier.ready(f"scoring {len(self.robots)} robot(s)")
         log.info("ready: %s", ", ".join(self.robots))
 
-    def _build_robot(self, robot: RobotConfig, policy) -> RobotRuntime:
+    def _build_robot(self, robot: RobotConfig, policy, cache: ScorerCache) -> RobotRuntime:
         channel_map = channel_map_for(robot.source, robot.id)
         rate = channel_map.sample_rate_hz if channel_map is not None else None
-        scorers = load_robot_scorers(robot.bundles, policy, rate, self.scorer_settings)
+        scorers = load_robot_scorers(robot.bundles, policy, rate, self.scorer_settings, cache)
         if self.ota is not None:  # bundles installed over the air override / join these
             scorers = self.ota.scorers_for(robot.id, scorers)
         first = scorers[0].bundle
@@ -227,7 +236,12 @@ class Agent:
         if self.ota is not None:
             self.ota.run_pending()  # OTA worker requests (snapshot, swap) between chunks
         for runtime in self.robots.values():
-            while (chunk := runtime.queue.get(timeout=0)) is not None:
+            # only what is queued now: a source that keeps the queue full (an unpaced
+            # simulator or replay) must not keep status and the watchdog waiting forever
+            for _ in range(len(runtime.queue)):
+                chunk = runtime.queue.get(timeout=0)
+                if chunk is None:
+                    break
                 self._process(runtime, chunk)
                 progressed = True
         if progressed:

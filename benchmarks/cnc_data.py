@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.core.recording import RecordingError, read_columns, to_float
-from exporter.model import ExportError
+from exporter.errors import ExportError
 
 EXPERIMENTS_CSV = "experiments.csv"
 SAMPLE_PERIOD_S = 0.1

@@ -667,6 +667,49 @@ def breakdown(setup: Setup, segments: list[Any], effort: Effort) -> list[dict[st
     ]
 
 
+KERNELS = ("builtin", "xnnpack")
+
+
+def litert_kernels(setup: Setup, x: np.ndarray, effort: Effort) -> list[dict[str, Any]]:
+    """Bare LiteRT inference on the built-in kernels and on XNNPACK: fp32, the default int8
+    (16-bit activations) and int8 with 8-bit activations (``--int8-activations 8``)."""
+    from agent.core.backends.litert_backend import LiteRtBackend
+    from exporter.tflite_export import export_pathway_tflite
+
+    bundle = setup.tflite_bundle
+    spec = bundle.artifacts["tflite-int8"].spec
+    models = {
+        "fp32": bundle.artifacts["tflite-fp32"].model,
+        "int8, 16-bit activations (default)": bundle.artifacts["tflite-int8"].model,
+        "int8, 8-bit activations": export_pathway_tflite(
+            setup.trained.model, x.shape[1], x, activations=8
+        ),
+    }
+    fns, differences = {}, {}
+    for name, model in models.items():
+        backends = {k: LiteRtBackend(spec, model, x.shape[1], 1, kernels=k) for k in KERNELS}
+        for kernels, backend in backends.items():
+            fns[f"{name}|{kernels}"] = _bare(backend)
+        outputs = [b.run(x) for b in backends.values()]
+        differences[name] = max(
+            float(np.abs(u - v).max())
+            for u, v in zip(outputs[0].hidden_hat, outputs[1].hidden_hat, strict=True)
+        )
+    t = run_interleaved(_ops("kernels", fns, x, effort), effort.rounds, effort.warmup)
+
+    def us(name: str, kernels: str, n: int) -> float:
+        return float(np.median(t[f"kernels|{name}|{kernels}|{n}"]["cpu"]) * 1e6)
+
+    return [
+        {
+            "model": name,
+            **{f"{k}_b{n}_us": us(name, k, n) for k in KERNELS for n in (1, BATCH)},
+            "max_abs_output_difference": differences[name],
+        }
+        for name in models
+    ]
+
+
 # --- one model ------------------------------------------------------------------------------
 
 
@@ -727,6 +770,7 @@ def bench_model(
     default = setup.name == "default"
     model["fusion_options"] = fusion_options(setup, x, effort) if default else []
     model["breakdown"] = breakdown(setup, segments, effort) if default else []
+    model["litert_kernels"] = litert_kernels(setup, x, effort) if default else []
     return model
 
 
@@ -771,6 +815,9 @@ def markdown(report: dict[str, Any]) -> str:
         if model["fusion_options"]:
             lines += ["", "Where the step runs (onnxruntime, CPU µs per call):", ""]
             lines += fusion_table(model["fusion_options"])
+        if model["litert_kernels"]:
+            lines += ["", "LiteRT kernels, bare inference (CPU µs per call):", ""]
+            lines += kernels_table(model["litert_kernels"])
         if model["breakdown"]:
             lines += ["", "The numpy reference step in parts (onnxruntime, CPU µs per call):", ""]
             lines += breakdown_table(model["breakdown"])
@@ -801,6 +848,22 @@ def fusion_table(rows: list[dict[str, Any]]) -> list[str]:
     lines += [
         f"| {r['precision']} | {r['option']} | {r['b1_us']:.1f} | {r['b64_us']:.1f} |" for r in rows
     ]
+    return lines
+
+
+def kernels_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| artifact | built-in b1 | XNNPACK b1 | built-in / XNNPACK b1 | built-in b64 "
+        "| XNNPACK b64 | built-in / XNNPACK b64 | max abs output difference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        b1, x1 = r["builtin_b1_us"], r["xnnpack_b1_us"]
+        b64, x64 = r["builtin_b64_us"], r["xnnpack_b64_us"]
+        lines.append(
+            f"| {r['model']} | {b1:.1f} | {x1:.1f} | {b1 / x1:.2f} | {b64:.1f} | {x64:.1f} | "
+            f"{b64 / x64:.2f} | {r['max_abs_output_difference']:.2g} |"
+        )
     return lines
 
 

@@ -37,6 +37,7 @@ from agent.core.bundle.manifest import (
     AlarmDefaults,
     ArtifactSpec,
     PathwayIO,
+    clear_windows_for,
 )
 from agent.core.features import segment_features
 from agent.core.rapp import (
@@ -50,8 +51,9 @@ from agent.core.rapp import (
     sap_score,
 )
 from agent.core.scoring import Scorer
+from exporter.errors import ExportError, ExportInputError
 from exporter.metrics import auroc, spearman
-from exporter.model import ExportError, PathwayModule, TrainedModel
+from exporter.model import PathwayModule, TrainedModel
 from exporter.onnx_export import export_pathway_onnx, pathway_io, quantize_int8
 from exporter.pseudo_anomalies import make_pseudo_anomalies
 from exporter.sanity import enforce, run_sanity_checks
@@ -119,8 +121,10 @@ class BuiltBundle:
 
 def _split_blocks(n: int, block: int = 16) -> tuple[np.ndarray, np.ndarray]:
     if n < 8:
-        raise ExportError(
+        # Bad input, not a failed build: more (or longer) calibration recordings fix it.
+        raise ExportInputError(
             f"only {n} calibration windows; give at least 8 (better ≥ 500) held-out normal ones"
+            " (longer --calibration recordings)"
         )
     block_id = np.arange(n) // block
     if block_id.max() == 0:
@@ -350,7 +354,8 @@ def build_bundle(
                 "deviation_std": _rounded(standardizer.deviation_std),
             }
         arrays[f"{cand.id}.nap_mu"] = nap.mu
-        # float32 halves the bundle; the GEMM still runs in float64 on the device.
+        # float32 halves the bundle. The device runs the GEMM in float32 where its load-time
+        # check allows (agent.core.scoring), else in float64 on these same values.
         arrays[f"{cand.id}.nap_w"] = nap.projection.astype(np.float32)
         arrays[f"{cand.id}.nap_s"] = nap.singular_values
         artifacts.append(
@@ -405,7 +410,10 @@ def build_bundle(
         "input": {**spec.to_json(), "normalization": {"mean": "norm_mean", "std": "norm_std"}},
         "model": {"family": "mlp", "layer_sizes": list(trained.model.sizes)},
         "rapp": {"layers": list(layers), "rtol": settings.rtol, "default_score": "nap"},
-        "alarm": settings.alarm.__dict__,
+        "alarm": {
+            **settings.alarm.__dict__,
+            "clear_windows": settings.alarm.clear_windows or clear_windows_for(spec),
+        },
         "artifacts": artifacts,
         "sanity": {"parity": parity, "fidelity": fidelity, **sanity.summary_json()},
         **extra_manifest,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from agent.core.atomic import write_atomic
@@ -13,7 +14,7 @@ from agent.core.bundle.manifest import AlarmDefaults
 from agent.core.errors import AgentError
 from agent.core.errors import exit_code as agent_exit_code
 from agent.core.features import FeatureSpec, Segmentation
-from exporter.model import ExportError
+from exporter.errors import ExportError, MissingExtraError
 from firmware_config.errors import FirmwareError
 from firmware_config.errors import exit_code as firmware_exit_code
 
@@ -133,19 +134,59 @@ def _add_ota(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--password-file", type=Path)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="window AUROC and alarm events of a bundle on labelled recordings"
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="the .rapp bundle to evaluate")
+    p.add_argument("--data", nargs="+", required=True, type=Path,
+                   help="recording CSVs with a fault column (empty = normal)")  # fmt: skip
+    p.add_argument("--calibration", nargs="+", default=[], type=Path,
+                   help="held-out normal recordings the bundle was built with; fits the "
+                   "IsolationForest and PCA baselines (none: no baselines)")  # fmt: skip
+    p.add_argument("--group-by", choices=["label", "dir", "none"], default="label",
+                   help="per-group tables: by fault kind (default), directory or none")  # fmt: skip
+    p.add_argument("--tolerance", type=float, default=30.0,
+                   help="seconds after a fault ends that an alarm still counts for it")  # fmt: skip
+    p.add_argument("--backend", default="auto", help="onnxruntime, litert or auto")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the baselines")
+    p.add_argument("--json", type=Path, help="also write the report as JSON")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rapp-export", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_build(sub)
     _add_ota(sub)
+    _add_evaluate(sub)
     return ap
 
 
+HEAVY = {"torch": "export", "onnx": "export", "onnxscript": "export", "tensorflow": "tflite-export"}
+
+
+@contextlib.contextmanager
+def needs_extra(command: str) -> Iterator[None]:
+    """Turn a missing heavy dependency into an error that names the extra to install."""
+    try:
+        yield
+    except ModuleNotFoundError as err:
+        top = (err.name or "").split(".")[0]
+        if top not in HEAVY:
+            raise
+        raise MissingExtraError(
+            f"`rapp-export {command}` needs {top}, which is not installed; install the "
+            f"exporter with: pip install 'rapp-edge[{HEAVY[top]}]'"
+        ) from err
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from exporter.data import fit_normalization, load_recordings, segment_all
-    from exporter.model import TrainedModel
-    from exporter.train import TrainSettings, plot_history, train_autoencoder
+    with needs_extra("train"):
+        from exporter.data import fit_normalization, load_recordings, segment_all
+        from exporter.model import TrainedModel
+        from exporter.train import TrainSettings, plot_history, train_autoencoder
 
     units = args.units or ["A"] * len(args.channels)
     spec = FeatureSpec(
@@ -202,9 +243,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from exporter.build import BuildSettings, build_bundle
-    from exporter.data import load_recordings, segment_all
-    from exporter.model import TrainedModel
+    with needs_extra("build"):
+        from exporter.build import BuildSettings, build_bundle
+        from exporter.data import load_recordings, segment_all
+        from exporter.model import TrainedModel
 
     trained = TrainedModel.load(args.model)
     recordings = load_recordings(args.calibration, trained.spec.channels)
@@ -259,6 +301,26 @@ def _print_sanity(sanity: dict) -> None:
             f"{check['message']}",
             file=sys.stderr,
         )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from exporter.evaluate import EvalSettings, evaluate, format_report
+
+    settings = EvalSettings(
+        data=tuple(args.data),
+        calibration=tuple(args.calibration),
+        group_by=args.group_by,
+        tolerance_s=args.tolerance,
+        backend=args.backend,
+        precision=args.precision,
+        seed=args.seed,
+    )
+    report = evaluate(args.bundle, settings)
+    print(format_report(report))
+    if args.json is not None:
+        write_atomic(args.json, json.dumps(report, indent=1).encode())
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -332,6 +394,7 @@ COMMANDS = {
     "keygen": cmd_keygen,
     "sign": cmd_sign,
     "push": cmd_push,
+    "evaluate": cmd_evaluate,
 }
 
 

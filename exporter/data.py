@@ -1,4 +1,9 @@
-"""Load recordings for training and calibration, segmented by the agent's own code."""
+"""Load recordings for training and calibration, segmented by the agent's own code.
+
+A recording that cannot give a single segment (shorter than one window or cycle, or every
+segment skipped) is refused with its name, so a wrong file is named rather than lost in a
+total ("only 2 calibration windows") or a numpy traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.core.features import FeatureSpec, Normalization, SegmentedRecording, segment_recording
-from agent.core.recording import Recording, read_recording
-from exporter.model import ExportError
+from agent.core.recording import Recording, RecordingError, read_recording, require_segments
+from exporter.errors import ExportError
 
 
 def load_recordings(paths: Sequence[Path | str], channels: Sequence[str]) -> list[Recording]:
@@ -26,10 +31,7 @@ def segment_all(
     spec: FeatureSpec, normalization: Normalization, recordings: Sequence[Recording]
 ) -> SegmentedRecording:
     """Segments of several recordings; no window crosses from one file into the next."""
-    parts = [
-        segment_recording(spec, normalization, r.samples, r.cycle_start, r.program_id, r.gap_before)
-        for r in recordings
-    ]
+    parts = [segment_one(spec, normalization, r) for r in recordings]
     if not parts:
         raise ExportError("no recordings to segment")
     stats = parts[0].stats
@@ -44,3 +46,28 @@ def segment_all(
         program=np.concatenate([p.program for p in parts]),
         stats=stats,
     )
+
+
+def segment_one(
+    spec: FeatureSpec, normalization: Normalization, recording: Recording
+) -> SegmentedRecording:
+    """Segments of one recording; one that gives none is an error naming the file."""
+    require_segments(recording, spec.segmentation)
+    part = segment_recording(
+        spec,
+        normalization,
+        recording.samples,
+        recording.cycle_start,
+        recording.program_id,
+        recording.gap_before,
+    )
+    if not len(part.features):
+        what = "window" if spec.segmentation.kind == "window" else "cycle"
+        skipped = ", ".join(
+            f"{key} {value}" for key, value in vars(part.stats).items() if value and key != "gaps"
+        )
+        raise RecordingError(
+            f"{recording.path}: {recording.n_samples} samples but no {what} can be scored "
+            f"({skipped or 'none complete'}); give a longer recording without gaps or NaN"
+        )
+    return part

@@ -25,8 +25,8 @@ from agent.core.bundle.loader import Bundle, load_bundle
 from agent.core.bundle.manifest import SCORE_NAMES
 from agent.core.scoring import Scorer
 from exporter.build import FORMAT_BACKEND
+from exporter.errors import ExportError
 from exporter.metrics import auroc, spearman
-from exporter.model import ExportError
 
 MAX_AUROC_DROP = 0.005
 MIN_SPEARMAN = 0.98

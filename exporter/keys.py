@@ -24,7 +24,7 @@ from agent.core.bundle.archive import pack_archive, read_archive
 from agent.core.bundle.errors import BundleError
 from agent.core.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from agent.ota.command import TransferCommand
-from exporter.model import ExportError
+from exporter.errors import ExportError
 
 
 def public_b64(key: Ed25519PrivateKey) -> str:

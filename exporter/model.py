@@ -20,16 +20,12 @@ import torch
 from torch import nn
 
 from agent.core.atomic import write_atomic
-from agent.core.errors import AgentRuntimeError
 from agent.core.features import FeatureSpec, Normalization
+from exporter.errors import ExportError
 
 NEGATIVE_SLOPE = 0.2
 MODEL_JSON = "model.json"
 WEIGHTS_NPZ = "weights.npz"
-
-
-class ExportError(AgentRuntimeError, RuntimeError):
-    """Exporter failure: bad training data, a model that fails a check, a conversion error."""
 
 
 def linspace_sizes(input_dim: int, bottleneck: int, n_layers: int) -> list[int]:

@@ -32,7 +32,8 @@ import onnx.version_converter
 import torch
 
 from agent.core.bundle.manifest import PathwayIO
-from exporter.model import ExportError, MlpAutoencoder, PathwayModule, pathway_names
+from exporter.errors import ExportError
+from exporter.model import MlpAutoencoder, PathwayModule, pathway_names
 
 OPSET = 18
 

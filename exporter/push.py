@@ -135,6 +135,44 @@ def _client(options: BrokerOptions, client_id: str) -> mqtt.Client:
     return client
 
 
+def _check_signing(
+    key: Ed25519PrivateKey | None,
+    rollback: bool,
+    chunk_size: int,
+    timeout: float,
+    expires_in: float | None,
+) -> float:
+    """Refuse what agents would ignore; the command's lifetime in seconds."""
+    if rollback and key is None:
+        raise PushError("--rollback needs --key: agents act on a signed rollback only")
+    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+        raise PushError(f"--chunk-size {chunk_size}: use 1 to {MAX_CHUNK_SIZE} bytes")
+    lifetime = timeout + EXPIRY_MARGIN_S if expires_in is None else expires_in
+    if lifetime <= 0:
+        raise PushError(f"--expires-in {expires_in:g}: must be a positive number of seconds")
+    return lifetime
+
+
+def _command_payload(
+    command: TransferCommand, key: Ed25519PrivateKey | None, log: Callable[[str], None]
+) -> bytes:
+    """The command as published: signed by ``key`` (unsigned without one, with a warning)."""
+    if key is not None:
+        command = sign_command(command, key)
+    else:
+        log(
+            f"push {command.transfer_id}: WARNING unsigned command; only agents with "
+            "allow_unsigned accept it"
+        )
+    payload = json.dumps(command.to_json()).encode()
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise PushError(
+            f"the command would be {len(payload)} bytes, over the {MAX_COMMAND_BYTES} "
+            "agents read; use a larger --chunk-size"
+        )
+    return payload
+
+
 def push(
     data: bytes,
     options: BrokerOptions,
@@ -157,38 +195,24 @@ def push(
     the command is unsigned: only agents with ``[trust] allow_unsigned`` act on it."""
     if (device is None) == (group is None):
         raise PushError("give exactly one of --device or --group")
+    kind = "device" if device else "group"
     try:
         root = validate_root(options.root)
-        target = validate_id(device or group, what="device id" if device else "group id")
+        target = validate_id(device or group, what=f"{kind} id")
         if robot is not None:
             validate_id(robot, what="robot id")
     except TopicError as err:
         raise PushError(str(err)) from err
-    if rollback and key is None:
-        raise PushError("--rollback needs --key: agents act on a signed rollback only")
-    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
-        raise PushError(f"--chunk-size {chunk_size}: use 1 to {MAX_CHUNK_SIZE} bytes")
-    lifetime = timeout + EXPIRY_MARGIN_S if expires_in is None else expires_in
-    if lifetime <= 0:
-        raise PushError(f"--expires-in {expires_in:g}: must be a positive number of seconds")
+    lifetime = _check_signing(key, rollback, chunk_size, timeout, expires_in)
     bundle_id, version = bundle_identity(data)
     tid = transfer_id or f"t{int(time.time())}-{uuid.uuid4().hex[:8]}"
     command = TransferCommand.for_bundle(
         data, tid, bundle_id, version, robot=robot, chunk_size=chunk_size, url=url,
-        target=CommandTarget("device" if device else "group", target), rollback=rollback,
+        target=CommandTarget(kind, target), rollback=rollback,
         expires=int(time.time() + lifetime),
     )  # fmt: skip
-    if key is not None:
-        command = sign_command(command, key)
-    else:
-        log(f"push {tid}: WARNING unsigned command; only agents with allow_unsigned accept it")
     cmd_topic = f"{root}/{target}/ota/cmd" if device else f"{root}/group/{target}/ota/cmd"
-    cmd_payload = json.dumps(command.to_json()).encode()
-    if len(cmd_payload) > MAX_COMMAND_BYTES:
-        raise PushError(
-            f"the command would be {len(cmd_payload)} bytes, over the {MAX_COMMAND_BYTES} "
-            "agents read; use a larger --chunk-size"
-        )
+    cmd_payload = _command_payload(command, key, log)
     chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
     expected = 1 if device else max(1, expect)
     result = PushResult(tid, expected=expected)
@@ -228,9 +252,8 @@ def push(
         except queue.Empty as err:
             raise PushError(f"no MQTT connection to {options.host}:{options.port}") from err
         log(
-            f"push {tid}: {bundle_id} v{version}{' (rollback)' if rollback else ''}, "
-            f"{len(data)} bytes in {len(chunks)} chunk(s) → {'device' if device else 'group'} "
-            f"{target}"
+            f"push {tid}: {bundle_id} v{version}{' (rollback)' * rollback}, "
+            f"{len(data)} bytes in {len(chunks)} chunk(s) → {kind} {target}"
         )
         if url is None:
             for i in range(len(chunks)):

@@ -37,8 +37,9 @@ import torch
 
 from agent.core.features import segment_features
 from agent.core.rapp import NapParams, fit_nap, nap_score, pathway_differences, recon_score
+from exporter.errors import ExportError
 from exporter.metrics import auroc
-from exporter.model import ExportError, PathwayModule, TrainedModel
+from exporter.model import PathwayModule, TrainedModel
 from exporter.pseudo_anomalies import make_pseudo_anomalies, noise, spike
 
 PASS, WARN, FAIL = "pass", "warn", "fail"

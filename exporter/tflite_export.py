@@ -54,7 +54,8 @@ import torch
 from agent.core.backends import BackendError, backend_class
 from agent.core.bundle.manifest import ArtifactSpec, PathwayIO
 from exporter.build import ArtifactCandidate, ExtraArtifacts
-from exporter.model import ExportError, MlpAutoencoder, PathwayModule, TrainedModel
+from exporter.errors import ExportError
+from exporter.model import MlpAutoencoder, PathwayModule, TrainedModel
 from exporter.onnx_export import HEADROOM, pathway_io, with_headroom
 
 EXTRA = "tflite-export"

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from exporter.model import ExportError, MlpAutoencoder, linspace_sizes
+from exporter.errors import ExportError
+from exporter.model import MlpAutoencoder, linspace_sizes
 
 
 @dataclass(frozen=True)

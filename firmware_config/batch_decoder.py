@@ -7,9 +7,10 @@ common case. :class:`BatchDecoder` splits the bytes at the delimiters, COBS-deco
 (:func:`cobs_decode_piece`, a faster equivalent of :func:`~firmware_config.cobs.cobs_decode`
 for delimiter-free input), checks CRC, version, type, shape, schema and flags of every frame
 of that size on its bytes (no :class:`Frame`, no exceptions) and returns the frames that pass
-as rows of one numpy record array (:func:`record_dtype`). Whatever does not pass — HELLOs, frames of another shape or schema, damaged frames — goes
-through the reference parser one by one, so every counter means exactly what it means for
-:class:`FrameDecoder` (a property test feeds both the same random streams).
+as rows of one numpy record array (:func:`record_dtype`). Whatever does not pass — HELLOs,
+frames of another shape or schema, damaged frames — goes through the reference parser one by
+one, so every counter means exactly what it means for :class:`FrameDecoder` (a property test
+feeds both the same random streams).
 """
 
 from __future__ import annotations

@@ -24,7 +24,12 @@ from firmware_config.channel_map import (
     load_channel_map,
 )
 from firmware_config.cheader import generate_header
-from firmware_config.emulator import Emulator, FrameSource, Impairments
+from firmware_config.emulator import (
+    DEFAULT_FRAMES_PER_MESSAGE,
+    Emulator,
+    FrameSource,
+    Impairments,
+)
 from firmware_config.errors import FirmwareError, exit_code
 from firmware_config.golden import check_golden, write_golden
 from firmware_config.simulator import (
@@ -108,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--garbage", type=float, default=0.0, help="garbage burst rate/frame")
     emulate.add_argument("--bitflip", type=float, default=0.0, help="bit flip rate/frame")
     emulate.add_argument("--drop", type=float, default=0.0, help="frame drop rate")
+    emulate.add_argument(
+        "--frames-per-message",
+        type=int,
+        default=DEFAULT_FRAMES_PER_MESSAGE,
+        help="frames written at once (a receiver decodes a write as one batch)",
+    )
 
     golden = sub.add_parser("golden", help="regenerate the golden codec vectors")
     golden.add_argument("--out", type=Path, default=DEFAULT_GOLDEN_DIR, help="directory")
@@ -162,7 +173,12 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     impairments = Impairments(
         garbage_rate=args.garbage, bitflip_rate=args.bitflip, drop_rate=args.drop, seed=args.seed
     )
-    emulator = Emulator(args.port, FrameSource(config, channel_map, impairments), speed=args.speed)
+    emulator = Emulator(
+        args.port,
+        FrameSource(config, channel_map, impairments),
+        speed=args.speed,
+        frames_per_message=args.frames_per_message,
+    )
     try:
         stats = emulator.run()
     except KeyboardInterrupt:

@@ -11,6 +11,10 @@ that fall due while the port is unavailable are lost (the receiver sees a sequen
 the port is reopened with capped exponential backoff. On every (re)connect it sends a
 delimiter (so the receiver's first frame is clean) and a HELLO, and repeats the HELLO every
 ``hello_interval_s``.
+
+``frames_per_message`` frames go out in one write, like a board that fills a DMA buffer
+before sending: the receiver then gets them in one read (or one MQTT message, for a bridge
+that forwards writes), which is what its batch decoding is built for.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import serial
@@ -36,6 +40,10 @@ BITS_PER_BYTE = 8
 DEFAULT_BAUDRATE = 921_600
 CHUNK_FRAMES = 100  # frames simulated per step of the source
 FIRMWARE_ID = "rapp-emu 0.1.0"
+# What `rapp-firmware emulate` and benchmarks/streaming.py send per write/message: beyond ~10
+# frames the receiver's cost per frame hardly falls (see the streaming benchmark), while each
+# frame waits up to a message's span (100 ms at 10 frames of 10 ms) before it is sent.
+DEFAULT_FRAMES_PER_MESSAGE = 10
 
 
 class EmulatorError(FirmwareInputError):
@@ -160,6 +168,21 @@ class FrameSource:
 SerialFactory = Callable[[str], serial.SerialBase]
 
 
+@dataclass
+class _Message:
+    """Wire bytes collected for one write: frames (and HELLOs) in order."""
+
+    data: bytearray = field(default_factory=bytearray)
+    slots: int = 0  # frame periods it covers, dropped frames included
+    frames: int = 0
+    hellos: int = 0
+
+    def add(self, wire: bytes, *, hello: bool) -> None:
+        self.data += wire
+        self.hellos += int(hello)
+        self.frames += int(not hello)
+
+
 def open_serial(port: str, baudrate: int = DEFAULT_BAUDRATE) -> serial.SerialBase:
     """Open ``port`` (device path or pyserial URL such as ``loop://``) for writing frames."""
     return serial.serial_for_url(port, baudrate=baudrate, timeout=0.1, write_timeout=1.0)
@@ -183,7 +206,9 @@ class Emulator:
     """Streams a :class:`FrameSource` to a serial port; run it in a thread or in the foreground.
 
     ``speed`` is the pace relative to real time (1.0 = real time, 2.0 = twice as fast,
-    0 = as fast as the port accepts).
+    0 = as fast as the port accepts). ``frames_per_message`` frames (and any HELLO due
+    among them) are written at once, when the last of them is due; the first message after a
+    connect may be shorter.
     """
 
     def __init__(
@@ -192,6 +217,7 @@ class Emulator:
         source: FrameSource,
         *,
         speed: float = 1.0,
+        frames_per_message: int = 1,
         hello_interval_s: float = 1.0,
         reconnect_initial_s: float = 0.05,
         reconnect_max_s: float = 1.0,
@@ -203,9 +229,13 @@ class Emulator:
             raise EmulatorError(f"speed = {speed}: must be ≥ 0 (0 = as fast as possible)")
         if reconnect_initial_s <= 0 or reconnect_max_s < reconnect_initial_s:
             raise EmulatorError("reconnect delays must satisfy 0 < initial ≤ max")
+        if frames_per_message < 1:
+            raise EmulatorError(f"frames_per_message = {frames_per_message}: must be ≥ 1")
         self.port = port
         self.source = source
         self.speed = speed
+        self.frames_per_message = frames_per_message
+        self._message = _Message()
         self._hello_every = max(1, round(hello_interval_s / source.frame_period_s))
         self._backoff_initial = reconnect_initial_s
         self._backoff_max = reconnect_max_s
@@ -275,6 +305,7 @@ class Emulator:
                     self._count("frames_lost")
                     continue
                 self._send(packet, index)
+            self._flush()
         finally:
             self._close()
         return self.stats
@@ -294,24 +325,31 @@ class Emulator:
         return encode_hello(self.source.hello(next_frame.seq, next_frame.timestamp_us))
 
     def _send(self, packet: Packet, index: int) -> None:
-        if (
-            index % self._hello_every == 0
-            and index
-            and not self._write(self._hello_bytes(packet.frame), hello=True)
-        ):
-            self._count("frames_lost")
-            return
+        message = self._message
+        if index % self._hello_every == 0 and index:
+            message.add(self._hello_bytes(packet.frame), hello=True)
+        message.slots += 1
         if packet.dropped:
             self._count("frames_dropped")
-            return
-        self._count("garbage_bursts", int(packet.garbage))
-        self._count("bitflips", int(packet.bitflip))
-        if self._write(packet.wire, hello=False):
-            self._count("frames_sent")
         else:
-            self._count("frames_lost")
+            self._count("garbage_bursts", int(packet.garbage))
+            self._count("bitflips", int(packet.bitflip))
+            message.add(packet.wire, hello=False)
+        if message.slots >= self.frames_per_message:
+            self._flush()
 
-    def _write(self, data: bytes, *, hello: bool) -> bool:
+    def _flush(self) -> None:
+        """Write the message collected so far; its frames are sent or lost together."""
+        message, self._message = self._message, _Message()
+        if not message.data:
+            return
+        if self._write(bytes(message.data)):
+            self._count("frames_sent", message.frames)
+            self._count("hellos_sent", message.hellos)
+        else:
+            self._count("frames_lost", message.frames)
+
+    def _write(self, data: bytes, *, hello: bool = False) -> bool:
         port = self._port
         if port is None:
             return False
@@ -333,6 +371,8 @@ class Emulator:
         return True
 
     def _close(self) -> None:
+        pending, self._message = self._message, _Message()
+        self._count("frames_lost", pending.frames)  # collected for a port that is gone
         port, self._port = self._port, None
         if port is not None:
             try:

@@ -113,6 +113,8 @@ class SequenceTracker:
         The loop only compares numbers; arrays are built only when something is irregular.
         """
         numbers = np.asarray(seqs).tolist()
+        if not numbers:
+            return _steady(0)  # nothing observed: an interruption still waits for a frame
         known = self._expected is not None
         interrupted, self._interrupted = self._interrupted, False
         expected = self._expected

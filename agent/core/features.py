@@ -177,7 +177,8 @@ def segment_features(segments: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
     for kind in kinds:
         if kind == "raw":
             # channel-major: all samples of channel 0, then channel 1, …
-            parts.append(segs.transpose(0, 2, 1).reshape(n, -1))
+            # An explicit width: reshape(0, -1) is ambiguous when there are no segments.
+            parts.append(segs.transpose(0, 2, 1).reshape(n, segs.shape[1] * segs.shape[2]))
         elif kind == "stats":
             stats = np.stack(
                 [segs.mean(axis=1), segs.std(axis=1), segs.min(axis=1), segs.max(axis=1)], axis=2
@@ -217,26 +218,63 @@ class SegmenterStats:
     skipped_gap: int = 0  # segments not scored because they would span a gap
     skipped_nan: int = 0
     skipped_cycle_length: int = 0
+    interpolated: int = 0  # segments scored with samples interpolated across a short gap
+
+
+# A gap of at most this much signal, whose size the source knows, is filled by linear
+# interpolation instead of ending the window or cycle: at 1 kHz that is 30 samples, three
+# 10-sample frames of the reference arm. With 1 % of the frames lost at random, nearly every
+# 4.4 s robot cycle held a gap and none was scored; filled, ≥ 95 % are (docs/architecture.md).
+MAX_FILL_S = 0.03
+# … and a segment is still skipped when more than this share of its samples is filled.
+MAX_FILLED_SHARE = 0.25
+
+
+def default_max_fill(sample_rate_hz: float) -> int:
+    """Samples of :data:`MAX_FILL_S` at ``sample_rate_hz`` (at least one)."""
+    return max(1, round(MAX_FILL_S * sample_rate_hz))
+
+
+def interpolate_gap(before: np.ndarray, after: np.ndarray, missing: int) -> np.ndarray:
+    """``missing`` rows on the straight line from row ``before`` to row ``after``, per channel
+    (the end points themselves excluded)."""
+    weights = np.arange(1, missing + 1, dtype=np.float64)[:, None] / (missing + 1)
+    start = before.astype(np.float64)[None, :]
+    return (start + weights * (after.astype(np.float64) - start)).astype(np.float32)
 
 
 class StreamSegmenter:
     """Cuts a stream of sample chunks into segments, the same way live and offline.
 
     ``push`` takes a chunk (n × C, physical units), optional per-sample cycle-start flags and
-    program ids, and whether a sequence gap precedes the chunk. A segment that spans a gap or
-    holds NaN is not scored; it is counted in :attr:`stats`. Memory is bounded by one segment
-    (windows) or ``max_samples`` (cycles).
+    program ids, whether a sequence gap precedes the chunk and, if the source knows it, how
+    many samples went missing in it. A gap of 1 … ``max_fill`` known missing samples (default
+    :func:`default_max_fill`, 0 disables) is bridged by linear interpolation per channel; a
+    segment holding more than :data:`MAX_FILLED_SHARE` filled samples, or spanning any other
+    gap, or holding NaN, is not scored; all of it is counted in :attr:`stats`.
+
+    Segment ``start``/``stop`` index the samples actually received (filled ones are not
+    counted), so they line up with the source's own sample and frame bookkeeping. Memory is
+    bounded by one segment (windows) or ``max_samples`` (cycles).
     """
 
-    def __init__(self, spec: FeatureSpec, normalization: Normalization) -> None:
+    def __init__(
+        self, spec: FeatureSpec, normalization: Normalization, *, max_fill: int | None = None
+    ) -> None:
         self._spec = spec
         self._norm = normalization
         self._seg = spec.segmentation
+        self._max_fill = default_max_fill(spec.sample_rate_hz) if max_fill is None else max_fill
+        if self._max_fill < 0:
+            raise FeatureError(f"max_fill = {self._max_fill}: must be ≥ 0 samples")
         self.stats = SegmenterStats()
         self._buffer = np.empty((0, spec.n_channels), dtype=np.float32)
         self._programs = np.empty(0, dtype=np.int64)
-        self._buffer_start = 0  # stream index of _buffer[0]
+        self._origin = np.empty(0, dtype=np.int64)  # received-sample index per row, -1 = filled
+        self._last: tuple[np.ndarray, int] | None = None  # newest sample and its program
+        self._buffer_start = 0  # stream index of _buffer[0] (filled samples included)
         self._position = 0  # stream index of the next sample pushed
+        self._received = 0  # samples received so far (filled ones not counted)
         self._next_window = 0  # stream index where the next fixed window starts
         self._cycle_open = False
         self._cycle_limit = self._seg.max_samples or 1_000_000
@@ -247,9 +285,11 @@ class StreamSegmenter:
         cycle_start: np.ndarray | None = None,
         program: np.ndarray | None = None,
         gap_before: bool = False,
+        missing_samples: int = 0,
     ) -> list[Segment]:
         data = np.asarray(chunk, dtype=np.float32)
-        self.stats.gaps += int(gap_before)
+        gap = bool(gap_before) or missing_samples > 0
+        self.stats.gaps += int(gap)
         if data.ndim != 2 or data.shape[1] != self._spec.n_channels:
             raise FeatureError(
                 f"chunk has shape {data.shape}; expected (n, {self._spec.n_channels}) for "
@@ -260,26 +300,76 @@ class StreamSegmenter:
             if program is None
             else np.asarray(program, dtype=np.int64)
         )
+        if gap and data.shape[0] and self._fill(data[0], missing_samples):
+            gap = False
         if self._seg.kind == "window":
-            return self._push_windows(data, progs, gap_before)
+            return self._push_windows(data, progs, gap)
         starts = (
             np.zeros(data.shape[0], dtype=bool)
             if cycle_start is None
             else np.asarray(cycle_start, dtype=bool)
         )
-        return self._push_cycles(data, starts, progs, gap_before)
+        return self._push_cycles(data, starts, progs, gap)
 
-    def _append(self, data: np.ndarray, progs: np.ndarray) -> None:
+    def _fill(self, first: np.ndarray, missing: int) -> bool:
+        """Bridge a gap of ``missing`` known samples before ``first``; False if it cannot be."""
+        if self._last is None or not 0 < missing <= self._max_fill:
+            return False
+        last, program = self._last
+        filled = interpolate_gap(last, first, missing)
+        self._append(filled, np.full(missing, program, dtype=np.int64), received=False)
+        return True
+
+    def _append(self, data: np.ndarray, progs: np.ndarray, *, received: bool = True) -> None:
+        n = data.shape[0]
+        if received:
+            origin = np.arange(self._received, self._received + n, dtype=np.int64)
+            self._received += n
+        else:
+            origin = np.full(n, -1, dtype=np.int64)
         self._buffer = np.concatenate([self._buffer, data])
         self._programs = np.concatenate([self._programs, progs])
-        self._position += data.shape[0]
+        self._origin = np.concatenate([self._origin, origin])
+        self._position += n
+        if n:
+            self._last = (data[-1].copy(), int(progs[-1]))
 
     def _drop_before(self, index: int) -> None:
         cut = min(max(0, index - self._buffer_start), self._buffer.shape[0])
         if cut:
             self._buffer = self._buffer[cut:]
             self._programs = self._programs[cut:]
+            self._origin = self._origin[cut:]
             self._buffer_start += cut
+
+    def _restart(self) -> None:
+        """Forget the buffer after a gap: nothing before it joins anything after it."""
+        self._buffer = self._buffer[:0]
+        self._programs = self._programs[:0]
+        self._origin = self._origin[:0]
+        self._buffer_start = self._position
+        self._last = None
+
+    def _make(self, lo: int, hi: int, program: int, length: int) -> Segment | None:
+        """The segment of buffer rows [lo, hi) resampled to ``length``, or None if skipped."""
+        raw = self._buffer[lo:hi]
+        origin = self._origin[lo:hi]
+        real = origin[origin >= 0]
+        filled = raw.shape[0] - real.shape[0]
+        if filled > MAX_FILLED_SHARE * raw.shape[0]:
+            self.stats.skipped_gap += 1
+            return None
+        if not np.isfinite(raw).all():
+            self.stats.skipped_nan += 1
+            return None
+        self.stats.segments += 1
+        self.stats.interpolated += int(filled > 0)
+        return Segment(
+            samples=resample(self._norm.apply(raw), length),
+            start=int(real[0]),
+            stop=int(real[-1]) + 1,
+            program=program,
+        )
 
     def _push_windows(self, data: np.ndarray, progs: np.ndarray, gap: bool) -> list[Segment]:
         length, hop = self._seg.length, self._seg.hop
@@ -288,29 +378,17 @@ class StreamSegmenter:
             # whose span includes samples on both sides, then restart after the gap.
             straddling = max(0, (self._position - self._next_window + hop - 1) // hop)
             self.stats.skipped_gap += straddling
-            self._buffer = self._buffer[:0]
-            self._programs = self._programs[:0]
-            self._buffer_start = self._position
+        if gap:
+            self._restart()
             self._next_window = self._position
         self._append(data, progs)
         out: list[Segment] = []
         while self._next_window + length <= self._position:
             lo = self._next_window - self._buffer_start
-            window = self._buffer[lo : lo + length]
-            start = self._next_window
             self._next_window += hop
-            if not np.isfinite(window).all():
-                self.stats.skipped_nan += 1
-                continue
-            self.stats.segments += 1
-            out.append(
-                Segment(
-                    samples=self._norm.apply(window),
-                    start=start,
-                    stop=start + length,
-                    program=int(self._programs[lo + length - 1]),
-                )
-            )
+            segment = self._make(lo, lo + length, int(self._programs[lo + length - 1]), length)
+            if segment is not None:
+                out.append(segment)
         self._drop_before(self._next_window)
         return out
 
@@ -341,23 +419,13 @@ class StreamSegmenter:
         return out
 
     def _close_cycle(self, stop: int) -> Segment | None:
-        raw = self._buffer[: stop - self._buffer_start]
-        n = raw.shape[0]
+        n = stop - self._buffer_start
         if n < max(2, self._seg.min_samples) or (
             self._seg.max_samples and n > self._seg.max_samples
         ):
             self.stats.skipped_cycle_length += 1
             return None
-        if not np.isfinite(raw).all():
-            self.stats.skipped_nan += 1
-            return None
-        self.stats.segments += 1
-        return Segment(
-            samples=resample(self._norm.apply(raw), self._seg.length),
-            start=self._buffer_start,
-            stop=stop,
-            program=int(self._programs[0]),
-        )
+        return self._make(0, n, int(self._programs[0]), self._seg.length)
 
 
 @dataclass(frozen=True)

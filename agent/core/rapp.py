@@ -124,7 +124,7 @@ def nap_score(diffs: np.ndarray, params: NapParams) -> np.ndarray:
 # accepts (checked per bundle at load, :func:`nap_float32_error`). Thresholds sit at a
 # calibration quantile and the canary tolerance is 1e-3, so 1e-5 cannot move an alarm
 # decision except for a score within 0.001 % of its threshold; measured on the shipped
-# model and the test bundles: ≤ 1e-6.
+# model: ≤ 1e-6.
 NAP_FLOAT32_RTOL = 1e-5
 
 

@@ -9,8 +9,10 @@ allows (:func:`agent.core.rapp.nap_float32_error` ≤ ``NAP_FLOAT32_RTOL`` on pr
 float64). The fused path runs the whole step inside the runtime in one call
 (:mod:`agent.core.backends.fusion`; onnxruntime). :meth:`Scorer.open` picks per bundle at
 load: fused only if float32 NAP passed and the fused scores match the float64 reference on
-the golden canary inputs within ``FUSED_RTOL`` — recon/SAP/NAP relative, each attribution
-value relative to (|value| + its calibration offset + 1) — else the numpy path.
+the golden canary inputs within ``FUSED_RTOL`` (1e-5) — recon/SAP/NAP relative, each
+attribution value relative to (|value| + its calibration offset + 1) — else the numpy path.
+Measured on the shipped bundle: ≤ 1e-6 for both checks (tests/contract holds every test
+artifact to the same tolerance on normal and faulty windows).
 
 ``precision = "auto"`` (:func:`open_scorer`) opens every artifact whose fidelity gate the
 manifest records as passed (fp32 always), and keeps the one whose batch-1 step is fastest on
@@ -56,7 +58,6 @@ from agent.core.rapp import (
 )
 
 AUTO_BACKEND_ORDER = ("onnxruntime", "litert")
-PRECISION_CHOICES = ("int8", "fp32", "auto")
 # The fused step does everything in float32, so it is held to float32 NAP's tolerance.
 FUSED_RTOL = NAP_FLOAT32_RTOL
 
@@ -129,9 +130,11 @@ class Scorer:
         candidate = cls(bundle, loaded, backend, nap=numpy32._nap, fused=fused)
         x = bundle.canary_inputs
         offset = candidate.step_matrices().offset[3:]
-        if _fused_error(candidate.score(x), reference.score(x), offset) > FUSED_RTOL:
+        try:
+            error = _fused_error(candidate.score(x), reference.score(x), offset)
+        except BackendError:
             return numpy32
-        return candidate
+        return candidate if error <= FUSED_RTOL else numpy32
 
     @property
     def path(self) -> str:
@@ -174,11 +177,12 @@ class Scorer:
 
     def _score_fused(self, features: np.ndarray) -> Scores:
         out = self._fused.run(features)  # type: ignore[union-attr]  # a fresh float64 array
-        columns = out[:, :3].T.copy()
-        contributions = np.ascontiguousarray(out[:, 3:])
+        # Column views of it: after the run every further numpy call costs ~1 µs (the step
+        # has just streamed its weights through the caches), so no copies here.
+        contributions = out[:, 3:]
         if self._standardizer is None:
             contributions = error_shares(contributions)
-        return Scores(recon=columns[0], sap=columns[1], nap=columns[2], contributions=contributions)
+        return Scores(recon=out[:, 0], sap=out[:, 1], nap=out[:, 2], contributions=contributions)
 
     def score_segments(self, segments: Sequence[Segment]) -> Scores:
         stacked = np.stack([s.samples for s in segments])

@@ -15,8 +15,9 @@
 5. the recent-normal gate (agent/ota/gate.py).
 
 (Size caps and chunk / whole-file hashes were checked by the intake before.) All of it must
-finish within ``[ota] verify_timeout_s``: the deadline is checked between the steps, and the
-steps that wait (the gate, calls to the main loop) wait no longer than it.
+finish within ``[ota] verify_timeout_s``: the deadline is checked between the steps, the
+gate waits for recent windows no longer than it, and the steps in between are bounded on
+their own (archive caps, a canary of a few windows, 30 s per call to the main loop).
 """
 
 from __future__ import annotations

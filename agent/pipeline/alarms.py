@@ -2,13 +2,26 @@
 
 One :class:`AlarmTracker` per robot. Each scored window goes through three stages:
 
-1. **EWMA smoothing** ``s = s + alpha * (x - s)`` (the first valid score initialises ``s``) so a
-   single noisy window does not decide anything.
+1. **Smoothing in the log domain**: each window's score is clipped to
+   ``[threshold / cap_ratio, threshold * cap_ratio]`` and its logarithm enters an EWMA
+   ``m = m + alpha * (log x - m)`` (the first valid window initialises ``m``); the smoothed
+   score is ``exp(m)``. A linear EWMA of raw scores let one collision window at
+   ~5000 × threshold hold the alarm for minutes while it decayed; in logs a window moves the
+   average by at most ``alpha * log(cap_ratio)``, so the alarm clears within a few windows of
+   the scores returning to normal. Measured on the simulator, see docs/architecture.md.
 2. **Debounce, k of n**: while no alarm is active, an alarm is *raised* when at least ``k`` of
    the last ``n`` smoothed scores were ``>= threshold``.
-3. **Hysteresis**: while an alarm is active, it is *cleared* after ``clear_windows`` consecutive
-   smoothed scores ``< clear_ratio * threshold``. The band between the two levels stops an
-   alarm from flapping when the score hovers around the threshold.
+3. **Hysteresis and hold**: while an alarm is active, it is *cleared* after ``clear_windows``
+   consecutive smoothed scores ``< clear_ratio * threshold``; any window at or above that level
+   restarts the count. So an alarm lasts at least ``clear_windows`` windows after its raise,
+   and a fault whose scores dip between its bad phases (a friction fault is quiet while its
+   axis dwells) stays one episode: the clear is held back until the scores have been normal
+   for the whole hold. The bundle sizes ``clear_windows`` to span a couple of seconds of
+   signal (:func:`agent.core.bundle.manifest.clear_windows_for`). A clear, once published, is
+   final: a later raise is a new alarm with a new id (re-opening the old one would make
+   subscribers see the alarm go off and on, the toggling this rule exists to prevent).
+
+Every clear says why (``reason``; :data:`CLEAR_REASONS`): today only ``"scores_normal"``.
 
 Non-finite scores (NaN, ±inf) are counted and otherwise ignored: they never raise, never clear
 and never enter the EWMA (one ``inf`` would keep the smoothed score infinite forever).
@@ -38,6 +51,9 @@ from agent.core.errors import AgentInputError, AgentRuntimeError
 
 EventKind = Literal["raise", "clear"]
 Severity = Literal["warning", "critical"]
+ClearReason = Literal["scores_normal"]
+CLEAR_REASONS: tuple[ClearReason, ...] = ("scores_normal",)
+DEFAULT_CLEAR_WINDOWS = 5
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -65,6 +81,14 @@ class AlarmSettingsError(AlarmError, AgentInputError, ValueError):
     """Invalid :class:`AlarmSettings`; the message names the key, the value and the fix."""
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmSettings:
     """Smoothing, debounce and hysteresis parameters (usually from the bundle or agent config).
@@ -72,47 +96,52 @@ class AlarmSettings:
     alpha: EWMA weight of the newest score, 0 < alpha <= 1 (1 = no smoothing).
     k, n: raise when >= k of the last n smoothed scores are >= threshold (1 <= k <= n).
     clear_ratio: clear level as a fraction of the threshold, 0 < clear_ratio <= 1.
-    clear_windows: consecutive windows below the clear level needed to clear (>= 1).
+    clear_windows: consecutive windows below the clear level needed to clear (>= 1); also the
+        shortest an alarm lasts.
     critical_ratio: smoothed/threshold at or above which severity is "critical" (>= 1).
     top_channels: how many channel contributions an event carries (>= 0).
+    cap_ratio: each window's score/threshold is clipped to [1/cap_ratio, cap_ratio] before it
+        is smoothed (>= critical_ratio and > 1, so "critical" stays reachable).
     """
 
     alpha: float = 0.3
     k: int = 3
     n: int = 5
     clear_ratio: float = 0.8
-    clear_windows: int = 5
+    clear_windows: int = DEFAULT_CLEAR_WINDOWS
     critical_ratio: float = 2.0
     top_channels: int = 3
+    cap_ratio: float = 30.0
 
     def __post_init__(self) -> None:
-        def fail(key: str, fix: str) -> None:
-            raise AlarmSettingsError(f"alarms.{key} = {getattr(self, key)!r}: {fix}")
+        self._check_debounce()
+        self._check_levels()
 
-        def is_int(value: object) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
+    def _fail(self, key: str, fix: str) -> None:
+        raise AlarmSettingsError(f"alarms.{key} = {getattr(self, key)!r}: {fix}")
 
-        def is_real(value: object) -> bool:
-            return (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
+    def _check_debounce(self) -> None:
+        if not _is_real(self.alpha) or not 0 < self.alpha <= 1:
+            self._fail("alpha", "must be a number in (0, 1]; fix: e.g. 0.3 (1 disables smoothing)")
+        if not _is_int(self.n) or self.n < 1:
+            self._fail("n", "must be an integer >= 1; fix: e.g. 5")
+        if not _is_int(self.k) or not 1 <= self.k <= self.n:
+            self._fail(
+                "k", f"must be an integer with 1 <= k <= n (n = {self.n!r}); fix: e.g. k = 3"
             )
+        if not _is_int(self.clear_windows) or self.clear_windows < 1:
+            self._fail("clear_windows", "must be an integer >= 1; fix: e.g. 5")
+        if not _is_int(self.top_channels) or self.top_channels < 0:
+            self._fail("top_channels", "must be an integer >= 0; fix: e.g. 3")
 
-        if not is_real(self.alpha) or not 0 < self.alpha <= 1:
-            fail("alpha", "must be a number in (0, 1]; fix: e.g. 0.3 (1 disables smoothing)")
-        if not is_int(self.n) or self.n < 1:
-            fail("n", "must be an integer >= 1; fix: e.g. 5")
-        if not is_int(self.k) or not 1 <= self.k <= self.n:
-            fail("k", f"must be an integer with 1 <= k <= n (n = {self.n!r}); fix: e.g. k = 3")
-        if not is_real(self.clear_ratio) or not 0 < self.clear_ratio <= 1:
-            fail("clear_ratio", "must be a number in (0, 1]; fix: e.g. 0.8")
-        if not is_int(self.clear_windows) or self.clear_windows < 1:
-            fail("clear_windows", "must be an integer >= 1; fix: e.g. 5")
-        if not is_real(self.critical_ratio) or self.critical_ratio < 1:
-            fail("critical_ratio", "must be a number >= 1; fix: e.g. 2.0")
-        if not is_int(self.top_channels) or self.top_channels < 0:
-            fail("top_channels", "must be an integer >= 0; fix: e.g. 3")
+    def _check_levels(self) -> None:
+        if not _is_real(self.clear_ratio) or not 0 < self.clear_ratio <= 1:
+            self._fail("clear_ratio", "must be a number in (0, 1]; fix: e.g. 0.8")
+        if not _is_real(self.critical_ratio) or self.critical_ratio < 1:
+            self._fail("critical_ratio", "must be a number >= 1; fix: e.g. 2.0")
+        cap = self.cap_ratio
+        if not _is_real(cap) or cap <= 1 or cap < self.critical_ratio:
+            self._fail("cap_ratio", "must be a number > 1 and >= critical_ratio; fix: e.g. 30")
 
     @classmethod
     def from_bundle(
@@ -122,6 +151,8 @@ class AlarmSettings:
         a value (the agent config's ``[robots.alarm]``). Everyone who builds a tracker for a
         bundle — daemon, offline scoring, benchmarks — goes through here."""
         o = overrides or AlarmOverrides()
+        # Bundles from before the field carry none; their parser sizes it from the spec.
+        bundle_clear_windows = defaults.clear_windows or DEFAULT_CLEAR_WINDOWS
 
         def pick(override: float | int | None, default: float | int) -> float | int:
             return default if override is None else override
@@ -131,7 +162,7 @@ class AlarmSettings:
             k=int(pick(o.debounce_k, defaults.debounce_k)),
             n=int(pick(o.debounce_n, defaults.debounce_n)),
             clear_ratio=float(pick(o.clear_ratio, defaults.clear_ratio)),
-            clear_windows=int(pick(o.clear_windows, 5)),
+            clear_windows=int(pick(o.clear_windows, bundle_clear_windows)),
         )
 
 
@@ -193,7 +224,8 @@ class AlarmEvent:
     from the raise's evidence start to the window that cleared. ``score``/``smoothed`` are of the
     deciding window; ``peak_smoothed`` and ``contributions`` are of the worst window so far (for
     a raise, the worst evidence window). ``severity`` is "critical" when the peak smoothed score
-    reached ``critical_ratio * threshold``. ``raise_id`` is set on clears only.
+    reached ``critical_ratio * threshold``. ``raise_id`` and ``reason`` (why the alarm ended,
+    one of :data:`CLEAR_REASONS`) are set on clears only.
     """
 
     id: str
@@ -212,6 +244,7 @@ class AlarmEvent:
     seq_last: int
     contributions: tuple[ChannelContribution, ...]
     raise_id: str | None = None
+    reason: ClearReason | None = None
 
     @property
     def ratio(self) -> float:
@@ -276,6 +309,7 @@ class AlarmTracker:
         self.robot = robot
         self.settings = settings
         self._new_id = id_factory
+        self._log_level: float | None = None  # EWMA of log(score), each clipped around thr
         self._smoothed: float | None = None
         self._buffer: deque[_Evidence] = deque(maxlen=settings.n)
         self._episode: _Episode | None = None
@@ -309,6 +343,7 @@ class AlarmTracker:
         An active alarm stays active (its clear will still reference its raise id); it clears
         once the new model's scores stay below the clear level.
         """
+        self._log_level = None
         self._smoothed = None
         self._buffer.clear()
         if self._episode is not None:
@@ -361,15 +396,28 @@ class AlarmTracker:
             self._invalid += 1
             return None
         x = float(score)
-        s = (
-            x
-            if self._smoothed is None
-            else self._smoothed + self.settings.alpha * (x - self._smoothed)
-        )
-        self._smoothed = s
+        s = self._smooth(x, float(threshold))
         if self._episode is None:
             return self._maybe_raise(x, s, threshold, window, model)
         return self._maybe_clear(x, s, threshold, window, model)
+
+    def _smooth(self, score: float, threshold: float) -> float:
+        """Fold one window into the log-domain EWMA; the smoothed score on the score scale.
+
+        The logs are of the scores themselves, only the clip is relative to the threshold, so
+        a dynamic threshold that moves does not move the smoothed scores it learns from.
+        """
+        cap = self.settings.cap_ratio
+        # The clip also takes care of scores <= 0.
+        clipped = min(max(score, threshold / cap), threshold * cap)
+        z = math.log(clipped)
+        level = self._log_level
+        level = z if level is None else level + self.settings.alpha * (z - level)
+        self._log_level = level
+        # One window's value (the first window, alpha = 1) is reported exactly, not through
+        # exp(log(x)), which is off in the last digit.
+        self._smoothed = clipped if level == z else math.exp(level)
+        return self._smoothed
 
     def _severity(self, ratio: float) -> Severity:
         return "critical" if ratio >= self.settings.critical_ratio else "warning"
@@ -441,6 +489,7 @@ class AlarmTracker:
                 episode.peak_window.contributions, self.settings.top_channels
             ),
             raise_id=raised.id,
+            reason="scores_normal",
         )
         self._episode = None
         self._buffer.clear()

@@ -160,7 +160,11 @@ class RobotPipeline:
         self.stats.samples += chunk.n
         self.spans.add(chunk)
         segments = self.segmenter.push(
-            chunk.samples, chunk.cycle_start, chunk.program, gap_before=chunk.gap_before
+            chunk.samples,
+            chunk.cycle_start,
+            chunk.program,
+            gap_before=chunk.gap_before,
+            missing_samples=chunk.missing_samples,
         )
         result = PipelineResult()
         for lo in range(0, len(segments), BATCH_LIMIT):

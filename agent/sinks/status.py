@@ -67,6 +67,7 @@ def robot_health(pipeline: RobotPipeline, source: SourceStatus, queue: QueueStat
             "scored": stats.windows,
             "gaps": seg.gaps,
             "skipped_gap": seg.skipped_gap,
+            "interpolated": seg.interpolated,
             "skipped_nan": seg.skipped_nan,
             "skipped_cycle_length": seg.skipped_cycle_length,
             "unrouted": stats.unrouted,

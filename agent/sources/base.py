@@ -32,7 +32,9 @@ class SampleChunk:
 
     ``gap_before`` is set when this chunk does not continue the previous one: samples were
     lost (a sequence gap, a dropped chunk, a reconnect) or the sequence went backwards (a
-    device reboot, a repeated frame); windows never straddle it.
+    device reboot, a repeated frame); windows never straddle it. ``missing_samples`` is how
+    many samples the gap lost when the source knows it (missing frames × samples per frame),
+    0 when unknown; the segmenter interpolates across a short known gap instead.
     """
 
     samples: np.ndarray  # (n × C) float32
@@ -43,6 +45,7 @@ class SampleChunk:
     wall_time: float  # Unix time of the last sample (agent clock at reception)
     received_monotonic: float  # for frame-to-alarm latency
     gap_before: bool = False
+    missing_samples: int = 0
 
     @property
     def n(self) -> int:
@@ -109,7 +112,8 @@ class ChunkQueue:
 
 
 def _with_gap(chunk: SampleChunk) -> SampleChunk:
-    return dataclasses.replace(chunk, gap_before=True)
+    # A whole dropped chunk is a gap of unknown length: never interpolated across.
+    return dataclasses.replace(chunk, gap_before=True, missing_samples=0)
 
 
 @dataclass

@@ -15,6 +15,7 @@ chunk per frame), kept to compare against.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -60,10 +61,10 @@ class FramedInput:
             return
         wall, monotonic = time.time(), time.monotonic()
         if isinstance(completed, SampleBatch):
-            chunks = self._batch_chunks(completed, wall, monotonic)
-        else:
-            chunks = [self._block_chunk(block, wall, monotonic) for block in completed]
-        self._queue.put_many(chunks)
+            self._queue.put_many(self._batch_chunks(completed, wall, monotonic))
+        else:  # the reference path, as it was: one put (and wake-up) per frame
+            for block in completed:
+                self._queue.put(self._block_chunk(block, wall, monotonic))
 
     def reset(self) -> None:
         """After a reconnect: the next chunk follows a gap, the device is reported again."""
@@ -99,7 +100,7 @@ class FramedInput:
         starts = [0, *(np.flatnonzero(batch.gap_before[1:]) + 1).tolist(), n_frames]
         per_frame = batch.samples_per_frame
         chunks = []
-        for first, end in zip(starts, starts[1:], strict=False):
+        for first, end in itertools.pairwise(starts):
             rows = slice(first * per_frame, end * per_frame)
             chunks.append(
                 SampleChunk(
@@ -111,6 +112,7 @@ class FramedInput:
                     wall_time=wall,
                     received_monotonic=monotonic,
                     gap_before=bool(batch.gap_before[first]),
+                    missing_samples=int(batch.missing_frames[first]) * per_frame,
                 )
             )
         return chunks
@@ -126,6 +128,7 @@ class FramedInput:
             wall_time=wall,
             received_monotonic=monotonic,
             gap_before=block.gap_before,
+            missing_samples=block.missing_frames * int(block.samples.shape[0]),
         )
 
     def _notice(self, notice: StreamNotice) -> None:

@@ -1,7 +1,10 @@
 """MQTT source: binary frames (the serial wire format) or JSON samples on a topic.
 
 Frames go through the same :class:`~agent.sources.framed.FramedInput` as the serial port
-(channel-map check included); JSON payloads through
+(channel-map check included). A frames payload is a piece of the serial byte stream, so it
+may carry any number of 0x00-delimited frames (a gateway that batches 10 per message costs
+the agent a tenth of the per-message work) and may even split one; what a message completes
+is queued as one chunk. JSON payloads go through
 :class:`~agent.sources.json_samples.JsonSamplesInput`. The handler runs on the MQTT network
 thread and never raises: whatever a payload holds ends up in a counter.
 """

@@ -5,6 +5,11 @@ Tolerances, and why:
 - fp32 artifacts must reproduce the PyTorch eager pathway to ``FP32_RTOL`` = 1e-4 of each
   output's largest magnitude — both runtimes are float32 GEMMs with different summation
   order, nothing more (measured ~1e-6).
+- the step as the agent opens it (``Scorer.open``: fused into the graph on onnxruntime,
+  float32 NAP on LiteRT) must reproduce the float64 numpy reference on normal and faulty
+  windows to ``FUSED_RTOL`` (agent.core.scoring): scores relative, attribution relative to
+  (|value| + its calibration offset + 1); the ``scorer`` fixture runs every other test on
+  both paths.
 - int8 artifacts are judged where it matters, on NAP ranking: Spearman ρ between the int8
   NAP (with its own NAP fit, as the bundle ships it) and NAP of the PyTorch fp32 reference
   ≥ ``INT8_MIN_SPEARMAN`` on normal + graded-fault windows, and the AUROC may not fall more
@@ -21,8 +26,9 @@ import numpy as np
 import pytest
 
 from agent.core.backends import BackendError, create_backend
-from agent.core.rapp import nap_score, pathway_differences
-from agent.core.scoring import Scorer, ScoringError, open_scorer
+from agent.core.bundle.manifest import SCORE_NAMES
+from agent.core.rapp import nap_score, pathway_differences, relative_error
+from agent.core.scoring import FUSED_RTOL, Scorer, ScoringError, open_scorer, passed_fidelity_gate
 from exporter.metrics import auroc, spearman
 from tests.support.fixtures.contract import CASES, Case, make_backend, unavailable
 
@@ -106,6 +112,29 @@ def test_whole_scoring_step_from_segments(scorer, bundle):
         assert scores.nap.shape == (len(batch),)
         assert scores.contributions.shape == (len(batch), spec.n_channels)
         assert np.isfinite(scores.as_matrix()).all()
+
+
+FAST_PATH = {"onnxruntime": "fused", "litert": "numpy-float32-nap"}
+
+
+def test_opened_scorer_takes_the_fast_path(case, bundle):
+    scorer = Scorer.open(bundle, bundle.artifacts[case.artifact_id], make_backend(case, bundle))
+    assert scorer.path == FAST_PATH[case.backend]
+
+
+@pytest.mark.parametrize("batch", [1, 64, None], ids=["b1", "b64", "all"])
+def test_fast_path_reproduces_the_float64_reference(case, bundle, contract, batch):
+    loaded = bundle.artifacts[case.artifact_id]
+    backend = make_backend(case, bundle)
+    fast, reference = Scorer.open(bundle, loaded, backend), Scorer(bundle, loaded, backend)
+    x = contract.x[:batch]
+    got, want = fast.score(x), reference.score(x)
+    for name in SCORE_NAMES:
+        assert relative_error(got.get(name), want.get(name)) <= FUSED_RTOL, name
+    offset = fast.step_matrices().offset[3:]
+    scale = np.abs(want.contributions) + np.abs(offset) + 1.0
+    assert (np.abs(got.contributions - want.contributions) / scale).max() <= FUSED_RTOL
+    assert all(v.dtype == np.float64 for v in (*got.as_matrix().T, got.contributions))
 
 
 WRONG_SHAPES = {
@@ -203,6 +232,20 @@ def test_open_scorer_auto_picks_a_working_backend(bundle, precision):
     assert scorer.backend.name == "onnxruntime"  # first in AUTO_BACKEND_ORDER
     assert scorer.artifact.precision == precision
     assert np.isfinite(scorer.score(bundle.canary_inputs).nap).all()
+
+
+@pytest.mark.parametrize("backend", ["auto", "onnxruntime", "litert"])
+def test_open_scorer_auto_precision_picks_a_gated_artifact(bundle, backend):
+    try:
+        scorer = open_scorer(bundle, backend, "auto")
+    except ScoringError as err:
+        if "install" in str(err):
+            unavailable(f"runtime missing: {err}")
+        raise
+    assert passed_fidelity_gate(bundle.manifest, scorer.artifact)
+    if backend != "auto":
+        assert scorer.backend.name == backend
+    assert scorer.check_canary() <= scorer.artifact.canary_rtol
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

@@ -31,7 +31,8 @@ from firmware_config.protocol import encode_frame
 from firmware_config.simulator import SimulationConfig
 from tests.support.broker import MosquittoBroker
 
-KINDS = ("serial", "mqtt-frames", "mqtt-json", "replay", "simulator")
+KINDS = ("serial", "mqtt-frames", "mqtt-frames-batched", "mqtt-json", "replay", "simulator")
+FRAMES_PER_MESSAGE = {"frames": 1, "frames-batched": 10}  # frames in one MQTT payload
 TOPIC = "contract/source"
 SKIP_EVERY = 25  # the MQTT feeders leave out every 25th sequence number: a gap
 
@@ -115,12 +116,14 @@ def mqtt_case(request: pytest.FixtureRequest, channel_map: ChannelMap, payload: 
     broker = request.getfixturevalue("broker")
     subscriber = Subscriber(broker)
     queue = ChunkQueue(100_000)
-    source = MqttSource(TOPIC, payload, channel_map, queue, subscriber.subscribe)
-    if payload == "frames":
+    kind = "json" if payload == "json" else "frames"
+    source = MqttSource(TOPIC, kind, channel_map, queue, subscriber.subscribe)
+    if kind == "frames":
         frames = FrameSource(SimulationConfig(seed=6, duration_s=None), channel_map).frames()
+        per_message = FRAMES_PER_MESSAGE[payload]
 
         def build(k: int) -> bytes:
-            return encode_frame(next(frames))
+            return b"".join(encode_frame(next(frames)) for _ in range(per_message))
     else:
         row = [0.25] * channel_map.n_channels
 

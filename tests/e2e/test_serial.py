@@ -206,3 +206,42 @@ def test_emulator_stops_promptly_from_another_thread(
     thread.join(timeout=1.0)
     assert not thread.is_alive()
     assert emulator.stats.frames_sent > 10
+
+
+def test_batched_writes_arrive_as_few_chunks_with_every_sample(
+    pty_pair: SocatPair, six_axis_map: ChannelMap
+) -> None:
+    """Ten frames per write through SerialSource's batch stage: the same samples, bit-exact,
+    in far fewer chunks than frames, and the cycle marks where the frames put them."""
+    from agent.sources.base import ChunkQueue
+    from agent.sources.serial_source import SerialSource
+
+    config = SimulationConfig(seed=13, duration_s=3.0)
+    expected = run_to_frames(simulate(config), six_axis_map)
+    queue = ChunkQueue(10_000)
+    source = SerialSource(pty_pair.host, 921_600, six_axis_map, queue)
+    source.start()
+    wait_until(lambda: source.status().connected, 5, "source to open the pty")
+    emulator = Emulator(
+        pty_pair.device, FrameSource(config, six_axis_map), speed=2.0, frames_per_message=10
+    )
+    chunks = []
+    try:
+        emulator.start().join(timeout=15)
+        deadline = time.monotonic() + 5
+        while sum(c.n for c in chunks) < 3000 and time.monotonic() < deadline:
+            while (chunk := queue.get(0.05)) is not None:
+                chunks.append(chunk)
+    finally:
+        emulator.stop()
+        source.stop()
+    samples = np.concatenate([c.samples for c in chunks])
+    want = np.concatenate([six_axis_map.to_physical(f.samples) for f in expected])
+    np.testing.assert_array_equal(samples, want)
+    marks = np.concatenate([c.cycle_start for c in chunks])
+    np.testing.assert_array_equal(marks, np.concatenate([f.cycle_mask() for f in expected]))
+    assert len(chunks) <= 300 / 5, f"{len(chunks)} chunks for 300 frames written 10 at a time"
+    assert not any(c.gap_before for c in chunks[1:])
+    assert (chunks[0].seq_first, chunks[-1].seq_last) == (1, 300)
+    counters = source.status().counters
+    assert (counters["frames_ok"], counters["sequence_gaps"], counters["crc_errors"]) == (300, 0, 0)

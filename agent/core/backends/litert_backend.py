@@ -11,17 +11,28 @@ to each batch (a no-op when the batch size repeats), so any batch size works on 
 dynamic-batch models the exporter writes.
 
 Kernels: int8 artifacts run on TFLite's built-in integer kernels, without the XNNPACK
-delegate. Both are correct, but they requantize differently (XNNPACK through float, the
-built-ins in fixed point), so ~40 % of int8 outputs differ by a few LSB between them — and
-RaPP differences d_i = ĥ_i − h_i are small enough that this moves NAP by ~5 % (up to 30 %
-per window), past the int8 golden-canary tolerance. The built-in kernels give bit-identical
-outputs on ai-edge-litert 2.3 and tflite-runtime 2.14 (checked), whose QS8 path never used
-XNNPACK, so a canary computed at export reproduces on every box. The price, on x86: the
-built-in int8 kernels are ~4× slower at batch 1 and up to ~10× at batch 64 than XNNPACK
-(benchmarks/scoring_speed.py shows both) — x86 boxes should run onnxruntime, first in the
-auto order; LiteRT is for ARM boxes, where the built-ins use ruy's NEON kernels. fp32 keeps
-the default XNNPACK delegate; its differences are ~1e-6. ``kernels="xnnpack"`` on an int8
-artifact is for comparisons only: the bundle's int8 canary is computed on the built-ins.
+delegate; fp32 keeps the default XNNPACK delegate. Measured on x86 with the default model
+(benchmarks/scoring_speed.py, "LiteRT kernels", one thread, bare inference):
+
+- fp32: XNNPACK is 1.2× faster than the built-ins at batch 1 and 3.4× at batch 64; outputs
+  differ by ≤ 4e-5.
+- int8 as the exporter writes it by default (16-bit activations, the converter's 16x8
+  mode): XNNPACK has no kernels for it and delegates nothing, so both settings run the same
+  built-in kernels — 1.0× at batch 1 and 64, bit-identical outputs. (An older version of this
+  docstring promised 4–10× here; that holds only for the next case.)
+- int8 with 8-bit activations (``--int8-activations 8``): XNNPACK takes the integer ops and
+  is 4.9× faster at batch 1, 7.8× at batch 64, but it requantizes through float where the
+  built-ins use fixed point, so outputs differ (up to 0.45 absolute on that pathway), and
+  RaPP differences d_i = ĥ_i − h_i are small enough that this moves the canary windows' NAP
+  by 0.4–26 % against scores computed on the built-ins: the 0.05 int8 canary check fails.
+
+So the built-ins are the int8 default: they give bit-identical outputs on ai-edge-litert 2.3
+and tflite-runtime 2.14 (checked), whose QS8 path never used XNNPACK, and a canary computed
+at export reproduces on every box, at no cost for the default artifacts. x86 boxes should
+still run onnxruntime, first in the auto order (its fused step, agent.core.backends.fusion,
+has no LiteRT counterpart: LiteRT scores through the numpy path); LiteRT is for ARM boxes,
+where the built-ins use ruy's NEON kernels. ``kernels="xnnpack"`` on an int8 artifact is for
+comparisons only.
 """
 
 from __future__ import annotations

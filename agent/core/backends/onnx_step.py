@@ -21,7 +21,7 @@ OUTPUT = PREFIX + "scores"
 
 
 def append_step(model: bytes, io: PathwayIO, step: StepMatrices) -> bytes:
-    """``model`` with the step's nodes added and one more output, :data:`OUTPUT`."""
+    """``model`` with the step's nodes added and one more output, :data:`OUTPUT` (N × (3 + C))."""
     hidden = [io.input, *io.hidden]
     hidden_hat = [io.x_hat, *io.hidden_hat]
     nodes: list[bytes] = []
@@ -48,9 +48,12 @@ def append_step(model: bytes, io: PathwayIO, step: StepMatrices) -> bytes:
     if step.feature_mean is not None:
         blocks.append(add("Sub", [io.input, const("feature_mean", step.feature_mean)], "dev"))
     blocks.append(z)
-    r = add("Concat", blocks, "r", axis)
-    squares = add("Mul", [r, r], "squares")
-    offset = const("neg_offset", -step.offset)
-    y = add("Gemm", [squares, const("reduce", step.reduce), offset], "y")
+    # Y = Σ_blocks squares · reduce[rows] − offset, as a chain of Gemm(A, B, C) = A·B + C.
+    y = const("neg_offset", -step.offset)
+    for i, (block, rows) in enumerate(zip(blocks, step.block_rows(), strict=True)):
+        squares = add("Mul", [block, block], f"squares_{i}")
+        y = add("Gemm", [squares, const(f"reduce_{i}", step.reduce[rows]), y], f"y_{i}")
     nodes.append(wire.node("Relu", [y], [OUTPUT], OUTPUT))
-    return model + wire.graph_extension(nodes, initializers, [wire.float_output(OUTPUT)])
+    return model + wire.graph_extension(
+        nodes, initializers, [wire.float_output(OUTPUT, (None, step.width))]
+    )

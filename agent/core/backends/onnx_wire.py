@@ -70,9 +70,11 @@ def node(
     return out + b"".join(_bytes_field(5, a) for a in attributes)
 
 
-def float_output(name: str) -> bytes:
-    """A ValueInfoProto for a float tensor of unspecified shape (the runtime infers it)."""
-    tensor_type = _int_field(1, FLOAT)  # TypeProto.Tensor.elem_type
+def float_output(name: str, dims: Sequence[int | None]) -> bytes:
+    """A ValueInfoProto for a float tensor; a None dimension is left unknown (an empty
+    TensorShapeProto.Dimension), as for the batch."""
+    shape = b"".join(_bytes_field(1, b"" if d is None else _int_field(1, d)) for d in dims)
+    tensor_type = _int_field(1, FLOAT) + _bytes_field(2, shape)  # elem_type 1, shape 2
     return _str_field(1, name) + _bytes_field(2, _bytes_field(1, tensor_type))
 
 

@@ -65,7 +65,12 @@ class ArtifactSpec:
 
 @dataclass(frozen=True)
 class AlarmDefaults:
-    """Alarm settings the model was calibrated with; the agent config may override them."""
+    """Alarm settings the model was calibrated with; the agent config may override them.
+
+    ``clear_windows`` (consecutive windows below the clear level before an alarm clears) is
+    sized from the segmentation by :func:`clear_windows_for` when None: the exporter writes
+    the sized value, and the parser sizes it for bundles from before the field.
+    """
 
     score: str = "nap"
     ewma_alpha: float = 0.3
@@ -73,6 +78,26 @@ class AlarmDefaults:
     debounce_n: int = 5
     clear_ratio: float = 0.8
     threshold_quantile: float = 0.999
+    clear_windows: int | None = None
+
+
+# A fault's scores dip while its axis dwells: on the simulator's friction fault, quiet runs of
+# up to ~0.5 s inside every 4.4 s cycle made a 5-window clear toggle the alarm 34 times. An
+# alarm clears only after this much normal signal (and never after fewer than 5 windows).
+# Longer holds also merge the once-per-cycle bursts at a slow fault's onset (double alarms in
+# 2 of 7 seeds at 2 s, 1 at 2.5 s, 0 at 5 s) but would join faults 3 s apart into one alarm.
+CLEAR_HOLD_S = 2.5
+MIN_CLEAR_WINDOWS = 5
+
+
+def clear_windows_for(spec: FeatureSpec) -> int:
+    """Clear windows spanning :data:`CLEAR_HOLD_S` of signal for fixed windows (hop-spaced),
+    :data:`MIN_CLEAR_WINDOWS` for robot cycles (each one already lasts seconds)."""
+    seg = spec.segmentation
+    if seg.kind != "window":
+        return MIN_CLEAR_WINDOWS
+    hold_samples = round(CLEAR_HOLD_S * spec.sample_rate_hz)
+    return max(MIN_CLEAR_WINDOWS, -(-hold_samples // seg.hop))
 
 
 @dataclass(frozen=True)
@@ -224,8 +249,13 @@ def _parse_artifact(obj: Mapping[str, Any], n_layers: int, index: int) -> Artifa
     )
 
 
-def _parse_alarm(obj: Mapping[str, Any]) -> AlarmDefaults:
+def _parse_alarm(obj: Mapping[str, Any], spec: FeatureSpec) -> AlarmDefaults:
     where = "alarm"
+    clear_windows = clear_windows_for(spec)
+    if obj.get("clear_windows") is not None:
+        clear_windows = _field(obj, "clear_windows", int, where)
+        if clear_windows < 1:
+            raise _fail("alarm.clear_windows", f"= {clear_windows}: must be ≥ 1")
     alarm = AlarmDefaults(
         score=_choice(obj, "score", SCORE_NAMES, where),
         ewma_alpha=_field(obj, "ewma_alpha", float, where),
@@ -233,6 +263,7 @@ def _parse_alarm(obj: Mapping[str, Any]) -> AlarmDefaults:
         debounce_n=_field(obj, "debounce_n", int, where),
         clear_ratio=_field(obj, "clear_ratio", float, where),
         threshold_quantile=_field(obj, "threshold_quantile", float, where),
+        clear_windows=clear_windows,
     )
     if not 0 < alarm.ewma_alpha <= 1:
         raise _fail("alarm.ewma_alpha", f"= {alarm.ewma_alpha}: must be in (0, 1]")
@@ -382,7 +413,7 @@ def parse_manifest(data: bytes) -> Manifest:
         rapp_layers=layers,
         rtol=None if rtol is None else float(rtol),
         artifacts=_parse_artifacts(raw, n_layers),
-        alarm=_parse_alarm(_field(raw, "alarm", Mapping, "")),
+        alarm=_parse_alarm(_field(raw, "alarm", Mapping, ""), spec),
         files=_parse_files(raw),
         attribution=_parse_attribution(raw.get("attribution"), spec.feature_dim, spec.n_channels),
         fidelity=_parse_fidelity(raw.get("sanity")),

@@ -143,6 +143,8 @@ def build_alarm(event: AlarmEvent, *, device: str, now: float | None = None) -> 
     )
     if event.raise_id is not None:
         payload["raise_id"] = event.raise_id
+    if event.reason is not None:
+        payload["reason"] = event.reason
     return payload
 
 

@@ -11,11 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.core.rapp import (
+    NAP_FLOAT32_RTOL,
     RappError,
     attribution_weights,
     channel_attribution,
     default_rtol,
+    error_shares,
     fit_nap,
+    float32_nap,
+    nap_float32_error,
+    nap_probes,
     nap_score,
     pathway_differences,
     recon_score,
@@ -153,3 +158,38 @@ def test_channel_attribution_names_the_faulted_channel():
         np.array([0, 0, 0, 1, 1, 1]), np.array([1, 1, 1, 1e3, 1e3, 1e3]), 2
     )
     assert channel_attribution(x, x_hat, scaled)[0, 0] > 0.5
+
+
+def test_float32_nap_runs_in_float32_and_returns_float64():
+    rng = np.random.default_rng(3)
+    train = (rng.normal(size=(300, 10)) @ rng.normal(size=(10, 10))).astype(np.float32)
+    params = fit_nap(train)
+    fast = float32_nap(params)
+    assert fast.projection.dtype == np.float32 and fast.mu.dtype == np.float32
+    scores = nap_score(train[:20], fast)
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, nap_score(train[:20], params), rtol=NAP_FLOAT32_RTOL)
+
+
+def test_nap_probes_score_at_the_requested_levels():
+    rng = np.random.default_rng(4)
+    params = fit_nap(rng.normal(size=(200, 8)) * rng.uniform(0.1, 5.0, 8))
+    probes = nap_probes(params, (0.01, 2.0), per_level=5)
+    assert probes.shape == (10, 8) and probes.dtype == np.float32
+    np.testing.assert_allclose(nap_score(probes, params), [0.01] * 5 + [2.0] * 5, rtol=1e-3)
+
+
+def test_float32_error_flags_a_mean_float32_cannot_resolve():
+    """Differences far from the origin but close to μ: float32 loses d − μ."""
+    rng = np.random.default_rng(5)
+    train = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12))
+    params = fit_nap(train)
+    near = nap_probes(params, (1e-3, 1e-2))
+    assert nap_float32_error(params, near) <= NAP_FLOAT32_RTOL
+    far = fit_nap(train + 1e5)
+    assert nap_float32_error(far, nap_probes(far, (1e-3, 1e-2))) > NAP_FLOAT32_RTOL
+
+
+def test_error_shares_are_channel_attribution():
+    per_channel = np.array([[1.0, 3.0], [0.0, 0.0]])
+    np.testing.assert_allclose(error_shares(per_channel), [[0.25, 0.75], [0.5, 0.5]])

@@ -111,3 +111,51 @@ def test_loop_port_overflow_is_a_write_error_not_a_crash(six_axis_map: ChannelMa
 def test_run_emulator_convenience(six_axis_map: ChannelMap) -> None:
     stats = run_emulator("loop://", six_axis_map, SimulationConfig(duration_s=0.2), speed=0)
     assert (stats.frames_sent, stats.connects, stats.hellos_sent) == (20, 1, 1)
+
+
+def test_frames_per_message_writes_several_frames_at_once(six_axis_map: ChannelMap) -> None:
+    config = SimulationConfig(seed=4, duration_s=2.05)  # 205 frames: the last message is short
+    sink = Sink()
+    emulator = Emulator(
+        "x",
+        FrameSource(config, six_axis_map, Impairments(drop_rate=0.1, seed=1)),
+        speed=0,
+        frames_per_message=10,
+        serial_factory=lambda _: sink,
+    )
+    stats = emulator.run()
+    assert sink.writes == 1 + 21  # the connect's delimiter + HELLO, then 21 messages
+    assert stats.frames_sent + stats.frames_dropped == stats.frames_generated == 205
+    assert stats.hellos_sent == 3  # on connect, then every 100 frames
+    frames = FrameDecoder().feed(bytes(sink.data))
+    clean = {f.seq: f for f in run_to_frames(simulate(config), six_axis_map)}
+    assert len(frames) == stats.frames_sent and all(f == clean[f.seq] for f in frames)
+    with pytest.raises(EmulatorError, match="frames_per_message"):
+        Emulator("x", FrameSource(config, six_axis_map), frames_per_message=0)
+
+
+def test_a_failed_message_loses_all_its_frames(six_axis_map: ChannelMap) -> None:
+    config = SimulationConfig(seed=4, duration_s=1.0)
+    sink = Sink()
+    write = sink.write
+
+    def fourth_write_fails(data: bytes) -> int:
+        if sink.writes == 3:  # connect, two messages, then one failed write
+            sink.writes += 1
+            raise serial.SerialException("write failed: [Errno 5] Input/output error")
+        return write(data)
+
+    sink.write = fourth_write_fails  # type: ignore[method-assign]
+    emulator = Emulator(
+        "x",
+        FrameSource(config, six_axis_map),
+        speed=0,
+        frames_per_message=5,
+        reconnect_initial_s=0.01,
+        reconnect_max_s=0.01,
+        serial_factory=lambda _: sink,
+    )
+    stats = emulator.run()
+    assert stats.write_errors == 1 and stats.connects == 2
+    assert stats.frames_lost == 5  # the failed message's frames, no more
+    assert stats.frames_sent == 95

@@ -48,3 +48,16 @@ def test_get_waits_for_a_put_from_another_thread() -> None:
     got = q.get(timeout=5.0)
     assert got is not None and got.seq_first == 7
     assert time.monotonic() - started < 4.0
+
+
+def test_put_many_appends_in_order_with_one_wake_up() -> None:
+    q = ChunkQueue(3)
+    woken = []
+    q.on_put = lambda: woken.append(1)
+    q.put_many([_chunk(seq) for seq in range(5)])
+    q.put_many([])
+    assert len(woken) == 1
+    got = [q.get(0) for _ in range(3)]
+    assert [c.seq_first for c in got] == [2, 3, 4]
+    assert [c.gap_before for c in got] == [True, False, False]
+    assert q.stats.put == 5 and q.stats.dropped == 2 and q.stats.high_water == 3

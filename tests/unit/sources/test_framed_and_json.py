@@ -80,7 +80,8 @@ def test_batched_framed_input_makes_one_chunk_per_contiguous_run(six_axis_map: C
     assert chunks[0].samples.dtype == np.float32
     assert chunks[0].program.tolist() == [2] * 30
     np.testing.assert_array_equal(
-        chunks[0].samples[10:20], six_axis_map.to_physical(frame(65535, six_axis_map.schema_hash).samples)
+        chunks[0].samples[10:20],
+        six_axis_map.to_physical(frame(65535, six_axis_map.schema_hash).samples),
     )
     assert_counters_of_wraparound_gap_and_reconnect(framed)
 
@@ -109,6 +110,19 @@ def test_mqtt_message_of_several_frames_is_one_chunk_and_a_gap_inside_splits_it(
     counters = source.status().counters
     assert (counters["messages"], counters["frames_ok"], counters["missing_frames"]) == (2, 15, 2)
     assert counters["sequence_gaps"] == 1
+
+
+def test_a_frame_split_across_two_messages_is_joined(six_axis_map: ChannelMap) -> None:
+    source, broker = mqtt_source(six_axis_map, "frames")
+    wire = b"".join(encode_frame(frame(s, six_axis_map.schema_hash)) for s in range(3))
+    broker.deliver("t", wire[:200])
+    broker.deliver("t", wire[200:])
+    chunks = drain(source.queue)
+    assert [(c.seq_first, c.seq_last, c.gap_before) for c in chunks] == [
+        (1, 1, False),
+        (2, 3, False),
+    ]
+    assert source.status().counters["frames_ok"] == 3
 
 
 def test_a_cycle_start_inside_a_batch_keeps_its_sample_and_program(
