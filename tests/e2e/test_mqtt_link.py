@@ -197,8 +197,9 @@ def test_unacked_publish_stays_in_outbox_and_is_resent(
                 10,
                 message="publishes sent to the blackhole",
             )
+            # the retained active states follow their events on the wire: wait for all ten
+            wait_until(lambda: link.stats().in_flight == 10, 10, message="all ten in flight")
             assert harness.outbox.stats().alarm == 10, "no PUBACK, so nothing may be deleted"
-            assert link.stats().in_flight == 10
 
             proxy.mode = "forward"
             proxy.drop_connections()
