@@ -27,7 +27,8 @@ if [ ! -x "$TFLITE_VENV/bin/python" ]; then
   python3 -m venv "$TFLITE_VENV"
 fi
 "$TFLITE_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-  "numpy<2" "tflite-runtime==2.14.*" "cryptography>=42" pytest
+  "numpy<2" "tflite-runtime==2.14.*" "cryptography>=42" "paho-mqtt>=2.0,<3" "pyserial>=3.5" \
+  "jsonschema>=4.20" pytest
 "$TFLITE_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e "$ROOT"
 echo "test.sh: backend contract on tflite-runtime"
 RAPP_CONTRACT_FIXTURE="$CONTRACT_DIR" RAPP_EXPECT_LITERT=tflite-runtime \
