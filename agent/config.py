@@ -24,7 +24,10 @@ from agent.core.errors import ConfigError
 from agent.core.tables import Table, identifier, in_range, one_of, resolve_path, str_list
 from agent.ota.settings import OtaSettings
 from agent.pipeline.alarms import AlarmOverrides
+from agent.sinks.homeassistant.settings import HomeAssistantSettings
+from agent.sinks.http.settings import HttpSettings
 from agent.sinks.mqtt.settings import MqttSettings
+from agent.sinks.sparkplug.settings import SparkplugSettings
 from agent.sinks.topics import RESERVED_ROBOT_IDS
 from agent.sources.settings import SourceSettings, parse_source
 
@@ -87,6 +90,9 @@ class AgentConfig:
     robots: tuple[RobotConfig, ...]
     source_path: str = ""
     ota: OtaSettings = field(default_factory=OtaSettings)
+    http: HttpSettings | None = None  # [http]: no table, no endpoint
+    homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
+    sparkplug: SparkplugSettings = field(default_factory=SparkplugSettings)
 
 
 # --- small declarative validator -------------------------------------------------------
@@ -221,6 +227,21 @@ def _parse_ota(t: Table | None, base_dir: Path | None) -> OtaSettings:
     return OtaSettings() if t is None else OtaSettings.from_table(t, base_dir)
 
 
+def _parse_integrations(
+    top: Table, device_id: str, broker: bool
+) -> tuple[HomeAssistantSettings, SparkplugSettings]:
+    """[homeassistant] and [sparkplug]: opt-in, and both need the [mqtt] broker."""
+    ha, spb = top.table("homeassistant"), top.table("sparkplug")
+    return (
+        HomeAssistantSettings()
+        if ha is None
+        else HomeAssistantSettings.from_table(ha, broker=broker),
+        SparkplugSettings()
+        if spb is None
+        else SparkplugSettings.from_table(spb, device_id, broker=broker),
+    )
+
+
 def parse_config(data: Mapping[str, Any], source_path: str = "") -> AgentConfig:
     """Validate a parsed TOML document (pure: no file system access). Relative paths are
     resolved against the directory of ``source_path``, the config file."""
@@ -234,6 +255,9 @@ def parse_config(data: Mapping[str, Any], source_path: str = "") -> AgentConfig:
     telemetry = _parse_telemetry(top.table("telemetry"))
     trust = _parse_trust(top.table("trust"), base_dir)
     ota = _parse_ota(top.table("ota"), base_dir)
+    http_table = top.table("http")
+    http = HttpSettings.from_table(http_table) if http_table is not None else None
+    homeassistant, sparkplug = _parse_integrations(top, agent.device_id, mqtt is not None)
     top.seen.add("robots")
     robots_raw = data.get("robots")
     if not isinstance(robots_raw, list) or not robots_raw:
@@ -256,6 +280,9 @@ def parse_config(data: Mapping[str, Any], source_path: str = "") -> AgentConfig:
         robots=robots,
         source_path=source_path,
         ota=ota,
+        http=http,
+        homeassistant=homeassistant,
+        sparkplug=sparkplug,
     )
 
 

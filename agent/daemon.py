@@ -35,10 +35,14 @@ from agent.pipeline.drift import DriftError, DriftSettings
 from agent.pipeline.robot import PipelineOptions, RobotPipeline
 from agent.runtime import RobotRuntime
 from agent.sdnotify import SdNotifier, WatchdogGate
+from agent.sinks.homeassistant.announcer import sync_discovery
+from agent.sinks.http.server import HttpEndpoint
+from agent.sinks.http.view import AgentFacts, outbox_stats
 from agent.sinks.mqtt.link import MqttLink
 from agent.sinks.mqtt.payloads import AgentIdentity, BundleInfo, RobotHealth
 from agent.sinks.outbox import Outbox
 from agent.sinks.publisher import ResultPublisher
+from agent.sinks.sparkplug.edge import SparkplugEdge
 from agent.sinks.status import (
     StatusBoard,
     StatusSnapshot,
@@ -70,6 +74,18 @@ def pipeline_options(robot: RobotConfig) -> PipelineOptions:
     )
 
 
+def health_line(snapshot: StatusSnapshot) -> str:
+    """One line of per-robot counters for the debug log."""
+    parts = []
+    for robot, h in snapshot.robots.items():
+        parts.append(
+            f"{robot} frames {h.frames.ok} (crc {h.frames.crc_errors}, gaps "
+            f"{h.frames.sequence_gaps}), windows {h.windows.get('scored', 0)}, alarm "
+            f"{'active' if h.alarm_active else 'clear'}"
+        )
+    return "; ".join(parts) or "no robots"
+
+
 class Agent:
     def __init__(
         self,
@@ -96,6 +112,8 @@ class Agent:
         a = config.agent
         self.scorer_settings = ScorerSettings(a.backend, a.precision, a.threads)
         self.ota: OtaManager | None = None
+        self.http: HttpEndpoint | None = None
+        self.sparkplug: SparkplugEdge | None = None
         self.status_board = StatusBoard(
             self.identity, lambda: self.outbox.stats() if self.outbox is not None else None
         )
@@ -112,6 +130,9 @@ class Agent:
             )
             self.link = MqttLink(self.config.mqtt, self.outbox, self.status_board.status_payload)
             self.link.start()
+        if self.config.http is not None:  # before the bundles load: /healthz answers meanwhile
+            ids = tuple(r.id for r in self.config.robots)
+            self.http = HttpEndpoint.open(self.config.http, self.identity, ids)
         policy = trust_policy(self.config.trust.keys, self.config.trust.allow_unsigned)
         self.ota = OtaManager.open(
             self.config.ota,
@@ -136,6 +157,8 @@ class Agent:
             tuple(self.robots),
             self.config.telemetry.score_interval_s,
         )
+        if self.http is not None:
+            self.http.watch(self.publisher)
         if self.outbox is not None:
             self.outbox.put_json(
                 self.topics.meta, self._meta_payload(), kind="event", qos=1, retain=True
@@ -143,7 +166,12 @@ class Agent:
             for robot, raised in self.publisher.unfinished_alarms().items():
                 self.robots[robot].pipeline.resume_alarm(raised)
             self.publisher.publish_initial_state(self._active_alarm)
+            robot_ids = tuple(self.robots)
+            sync_discovery(
+                self.config.homeassistant, self.identity, self.topics, robot_ids, self.outbox, state
+            )
         self._refresh_status()
+        self.sparkplug = self._start_sparkplug(state)
         self.ota.start(self.link, self.robots)
         for runtime in self.robots.values():
             runtime.source.start()
@@ -198,6 +226,8 @@ class Agent:
             self.notifier.reloading("reloading the configuration")
         else:
             self.notifier.stopping("draining")
+        if self.http is not None:
+            self.http.mark_stopping()  # /readyz fails from here on
         if self.ota is not None:
             self.ota.stop()
         for runtime in self.robots.values():
@@ -206,12 +236,30 @@ class Agent:
         for runtime in self.robots.values():
             runtime.pipeline.close()  # buffered capture of normal windows, if configured
         self._refresh_status()  # the `stopped` status carries the final counters
+        if self.sparkplug is not None:
+            self.sparkplug.stop()  # NDEATH
         if self.link is not None:
             drained = self.link.stop(drain_timeout=drain_timeout)
             if not drained:
                 log.warning("outbox not fully drained at stop; it is kept on disk for next start")
         if self.outbox is not None:
             self.outbox.close()
+        if self.http is not None:
+            self.http.close()
+
+    def _start_sparkplug(self, state: Path) -> SparkplugEdge | None:
+        """The Sparkplug B edge node, if enabled: it follows the publisher's windows and
+        alarms and connects in the background (births on connect)."""
+        mqtt = self.config.mqtt
+        if not self.config.sparkplug.enabled or mqtt is None or self.publisher is None:
+            return None
+        edge = SparkplugEdge.open(
+            self.config.sparkplug, mqtt, tuple(self.robots), __version__, state
+        )
+        edge.follow(self.publisher, self._active_alarm)
+        edge.observe_health(self.status_board.snapshot.robots)
+        edge.start()
+        return edge
 
     # -- main loop ------------------------------------------------------------------------
 
@@ -229,6 +277,7 @@ class Agent:
                 self._wake.wait(IDLE_WAIT_S)
             self.watchdog.maybe_ping()
             self._maybe_status()
+            self._maybe_http()
 
     def step(self) -> bool:
         """Process every queued chunk once; True if anything was processed."""
@@ -293,6 +342,27 @@ class Agent:
             self._last_status = now
             self._refresh_status()
             self.link.publish_status()
+            if log.isEnabledFor(logging.DEBUG):  # log_level = "debug": a periodic heartbeat
+                log.debug("status: %s", health_line(self.status_board.snapshot))
+            if self.sparkplug is not None:
+                self.sparkplug.observe_health(self.status_board.snapshot.robots)
+
+    def _maybe_http(self) -> None:
+        """About once a second: a fresh status snapshot and the facts the HTTP endpoint
+        serves, built here on the main loop (its threads read only this copy)."""
+        if self.http is None or not self.http.due():
+            return
+        self._refresh_status()
+        self.http.publish(
+            AgentFacts(
+                status=self.status_board.snapshot,
+                alarms={robot: self._active_alarm(robot) for robot in self.robots},
+                broker_connected=None if self.link is None else self.link.connected,
+                outbox=outbox_stats(self.outbox),
+                ota=None if self.ota is None else self.ota.status(),
+                ota_refusals={} if self.ota is None else self.ota.refusals(),
+            )
+        )
 
     # -- status and meta (assembled here, on the main loop) ---------------------------------
 

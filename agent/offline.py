@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from agent.sources.replay_source import ReplaySource
 
 COLUMNS = (
     "window", "start", "stop", "time_start_s", "time_end_s", "program",
-    "recon", "sap", "nap", "score", "threshold", "above", "smoothed", "alarm",
-    "top_channel", "label",
+    "recon", "sap", "nap", "density", "combined", "score", "threshold", "above", "smoothed",
+    "alarm", "top_channel", "label",
 )  # fmt: skip
 
 
@@ -34,7 +35,13 @@ class ScoredRecording:
     alarms_raised: int
 
 
-def score_recording(scorer: Scorer, path: Path, robot: str = "offline") -> ScoredRecording:
+def score_recording(
+    scorer: Scorer,
+    path: Path,
+    robot: str = "offline",
+    progress: Callable[[int, int], None] | None = None,
+) -> ScoredRecording:
+    """``progress(samples_done, samples_total)`` is called after every chunk (for a bar)."""
     manifest = scorer.bundle.manifest
     spec = manifest.input
     recording = read_recording(path, spec.channels)
@@ -46,13 +53,32 @@ def score_recording(scorer: Scorer, path: Path, robot: str = "offline") -> Score
     )
     source = ReplaySource.from_recording(recording, spec.sample_rate_hz, ChunkQueue(1))
     rows: list[dict[str, object]] = []
-    raised = 0
+    raised = done = 0
     while (chunk := source.next_chunk()) is not None:
         result = pipeline.process(chunk)
         raised += sum(1 for e in result.events if e.kind == "raise")
         rows += [_row(len(rows) + i, w, recording, spec) for i, w in enumerate(result.windows)]
+        done += len(chunk.samples)
+        if progress is not None:
+            progress(done, recording.n_samples)
     skipped = {**vars(pipeline.segmenter.stats), "unrouted": pipeline.stats.unrouted}
     return ScoredRecording(rows=rows, skipped=skipped, alarms_raised=raised)
+
+
+def not_scored(counters: Mapping[str, int]) -> str:
+    """The segmenter's counters (``SegmenterStats`` plus ``unrouted``) in words, e.g. "not
+    scored: 3 spanning a gap"; ``segments`` counts every window cut, scored or not."""
+    reasons = [
+        (counters.get("skipped_gap", 0), "spanning a gap"),
+        (counters.get("skipped_nan", 0), "holding NaN"),
+        (counters.get("skipped_cycle_length", 0), "of a cycle too short or too long"),
+        (counters.get("unrouted", 0), "of a program no bundle serves"),
+    ]
+    shown = [f"{n} {why}" for n, why in reasons if n]
+    text = f"not scored: {', '.join(shown)}" if shown else "every window scored"
+    if counters.get("interpolated"):
+        text += f"; {counters['interpolated']} scored across a filled gap"
+    return text
 
 
 def _row(index: int, w: ScoredWindow, recording: Recording, spec) -> dict[str, object]:
@@ -68,6 +94,8 @@ def _row(index: int, w: ScoredWindow, recording: Recording, spec) -> dict[str, o
         "recon": w.recon,
         "sap": w.sap,
         "nap": w.nap,
+        "density": w.density,
+        "combined": w.combined,
         "score": w.score,
         "threshold": w.threshold,
         "above": int(w.score >= w.threshold),

@@ -4,7 +4,8 @@
 keys, every bundle loads and verifies against the trust policy and passes its canary on this
 device, channel maps load and deliver the bundles' channels, replay files read, serial ports
 exist, the state directory is (or can be made) a writable directory, password and TLS files
-load, MQTT sources have an ``[mqtt]`` section. Each problem is one line naming the key, the
+load, MQTT sources have an ``[mqtt]`` section, the ``[http]`` address can be listened on
+(or is this agent's own endpoint, on a reload). Each problem is one line naming the key, the
 value and the fix; the CLI prints them all and exits 2, so systemd does not restart into a
 broken configuration (``RestartPreventExitStatus=2``).
 """
@@ -26,6 +27,7 @@ from agent.models import (
     load_robot_scorers,
     trust_policy,
 )
+from agent.sinks.http.probe import check_listen
 from agent.sinks.mqtt.client import build_client
 from agent.sources.factory import channel_map_for
 from agent.sources.settings import MqttSourceSettings, ReplaySourceSettings
@@ -68,6 +70,9 @@ def preflight(config: AgentConfig) -> list[Problem]:
     if config.mqtt is not None:
         settings = config.mqtt
         _attempt(problems, lambda: build_client(settings))  # password and TLS files load
+    if config.http is not None:
+        http = config.http
+        _attempt(problems, lambda: check_listen(http, config.agent.device_id))  # port free
     policy = _attempt(
         problems, lambda: trust_policy(config.trust.keys, config.trust.allow_unsigned)
     )

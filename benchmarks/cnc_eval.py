@@ -68,11 +68,14 @@ from benchmarks.cnc_data import (
     task_labels,
 )
 from exporter.build import BuildSettings, ExtraArtifacts, build_bundle
+from exporter.evaluate import fit_baselines
 from exporter.metrics import auroc, spearman
 from exporter.model import ExportError, TrainedModel
 from exporter.train import TrainSettings, train_autoencoder
 
-SCORES = ("recon", "sap", "nap")
+SCORES = ("recon", "sap", "nap", "density", "combined", "iforest", "pca")
+# Baselines fitted on the fold's training windows and scored on the very same test windows.
+BASELINES = ("iforest", "pca")
 PRECISIONS = ("fp32", "int8")
 # Kim et al., ICLR 2020, Table (AE rows): AUROC of Recon / SAP / NAP.
 PAPER_AE = {
@@ -197,7 +200,8 @@ def train_fold(inputs: FoldInputs, split: ExperimentSplit, config: EvalConfig) -
     x = np.concatenate([inputs.features[n] for n in split.train])
     seed = 1000 * split.seed + split.fold
     model, history = train_autoencoder(x, train_settings(config, seed))
-    return TrainedModel(model, inputs.spec, inputs.normalization, history)
+    trained = TrainedModel(model, inputs.spec, inputs.normalization, history)
+    return trained.with_latent_reference(x, seed=seed)
 
 
 @contextlib.contextmanager
@@ -223,20 +227,25 @@ def build_fold(
     settings: BuildSettings,
     log: Log,
     extra: ExtraArtifacts | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Bundle bytes and the int8 status: ``ok``, ``below_floor`` (floor lifted to measure
     int8 anyway; the fold counts as fp32 only) or ``off``."""
     status: dict[str, Any] = {"int8": "ok" if settings.quantize else "off"}
     try:
         with _quiet_export():
-            built = build_bundle(trained, calib_segments, settings, extra_artifacts=extra)
+            built = build_bundle(
+                trained, calib_segments, settings, extra_artifacts=extra, calib_groups=groups
+            )
     except ExportError as err:
         if FIDELITY_MARK not in str(err):
             raise
         log(f"    int8 fidelity floor tripped: {err}")
         lifted = replace(settings, min_spearman=-1.0, max_auroc_drop=1.0)
         with _quiet_export():
-            built = build_bundle(trained, calib_segments, lifted, extra_artifacts=extra)
+            built = build_bundle(
+                trained, calib_segments, lifted, extra_artifacts=extra, calib_groups=groups
+            )
         status = {"int8": "below_floor", "error": str(err)}
     status["fidelity"] = built.report.get("fidelity", {})
     status["nap_k"] = {a["id"]: a["nap_k"] for a in built.manifest["artifacts"]}
@@ -257,8 +266,28 @@ def score_experiments(
         out[precision] = {}
         for n, x in features.items():
             scores = scorer.score(x)
-            out[precision][n] = {name: scores.get(name) for name in SCORES}
+            out[precision][n] = {name: scores.get(name) for name in scores.names}
     return out
+
+
+def baseline_scores(inputs: FoldInputs, split: ExperimentSplit) -> dict[int, dict[str, np.ndarray]]:
+    """IsolationForest and PCA, fitted on the fold's training windows, on its test windows."""
+    train = np.concatenate([inputs.features[n] for n in split.train])
+    baselines = fit_baselines(train, seed=1000 * split.seed + split.fold)
+    return {
+        n: {name: baselines[name](inputs.features[n]) for name in BASELINES} for n in split.test
+    }
+
+
+def _add_baselines(
+    scored: dict[str, dict[int, dict[str, np.ndarray]]],
+    baselines: Mapping[int, Mapping[str, np.ndarray]],
+) -> None:
+    """Baseline scores next to the bundle's (the same under every precision: they do not run
+    through the bundle)."""
+    for per_precision in scored.values():
+        for n, values in baselines.items():
+            per_precision[n].update(values)
 
 
 def fold_metrics(
@@ -298,22 +327,27 @@ def run_fold(
         quantize=config.quantize,
         int8_activations=config.int8_activations,
         seed=split.seed,
+        int8_fallback=False,  # measured with the floor lifted instead (build_fold)
     )
     extra = None
     if config.tflite:
         from exporter.tflite_export import tflite_artifacts
 
         extra = tflite_artifacts(int8=config.quantize, activations=config.int8_activations)
-    data, status = build_fold(trained, calib, settings, log, extra)
+    groups = np.concatenate([np.full(len(inputs.segments[n]), n) for n in split.calibration])
+    data, status = build_fold(trained, calib, settings, log, extra, groups)
     precisions = ("fp32", "int8") if config.quantize else ("fp32",)
     test = {n: inputs.features[n] for n in split.test}
     scored = score_experiments(data, test, precisions)
+    baselines = baseline_scores(inputs, split)
+    _add_baselines(scored, baselines)
     metrics = {p: fold_metrics(scored[p], labels) for p in precisions}
     spearman_nap = {}
     if config.quantize:
         spearman_nap["onnx"] = _nap_spearman(scored)
     if config.tflite:
         lite = score_experiments(data, test, precisions, backend="litert")
+        _add_baselines(lite, baselines)
         metrics.update({f"tflite-{p}": fold_metrics(lite[p], labels) for p in precisions})
         if config.quantize:
             spearman_nap["tflite"] = _nap_spearman(lite)
@@ -473,7 +507,8 @@ def results_table(tasks: Mapping[str, Mapping[str, Any]], level: str = "window")
             fp32, int8 = summary["fp32"][name], summary["int8"][name]
             delta = summary["int8_minus_fp32"][name]
             label = "Recon" if name == "recon" else name.upper()
-            ref = f" {PAPER_AE[task][name]:.3f} |" if paper else ""
+            paper_value = PAPER_AE[task].get(name)
+            ref = (f" {paper_value:.3f} |" if paper_value is not None else " – |") if paper else ""
             lines.append(
                 f"| {task.upper()} | {label} | {_cell(fp32)} | {_cell(int8)} | "
                 f"{_delta(delta)} |{ref} {fp32['n']}/{int8['n']} |"

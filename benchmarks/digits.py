@@ -142,8 +142,9 @@ def run_case(
         batch_size=64,
         seed=seed,
     )
-    model, history = train_autoencoder(segment_features(normal_train, ("raw",)), settings)
-    trained = TrainedModel(model, spec, identity, history)
+    train_x = segment_features(normal_train, ("raw",))
+    model, history = train_autoencoder(train_x, settings)
+    trained = TrainedModel(model, spec, identity, history).with_latent_reference(train_x)
     build = BuildSettings(
         bundle_id=f"digits-{protocol}-{cls}",
         min_spearman=-1.0,  # measured below instead of gated

@@ -5,25 +5,66 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from agent import __version__
 from agent.core.atomic import write_atomic
 from agent.core.bundle.manifest import AlarmDefaults
-from agent.core.errors import AgentError
-from agent.core.errors import exit_code as agent_exit_code
+from agent.core.errors import AgentError, AgentInputError
 from agent.core.features import FeatureSpec, Segmentation
-from exporter.errors import ExportError, MissingExtraError
-from firmware_config.errors import FirmwareError
-from firmware_config.errors import exit_code as firmware_exit_code
+from exporter.errors import ExportError, ExportInputError, MissingExtraError
+from firmware_config.cli_conventions import (
+    EXIT_FAILURE,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_STATUS_EPILOG,
+    CliParser,
+    add_logging_flags,
+    add_version_flag,
+    configure_logging,
+    describe_subcommands,
+    report_error,
+    subparsers,
+)
+from firmware_config.errors import FirmwareError, FirmwareInputError
 
-EXIT_USAGE = 2
-EXIT_FAILED = 1
+if TYPE_CHECKING:  # exporter.build imports torch
+    from exporter.build import BuiltBundle
+
+PROG = "rapp-export"
+EXIT_USAGE = EXIT_INPUT
+EXIT_FAILED = EXIT_FAILURE
+DEFAULT_LEVEL = "warning"
+
+
+JSON_TO_STDOUT = Path("-")
 
 
 def _csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _broker(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: use HOST:PORT, e.g. 127.0.0.1:1883")
+    return text
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
+    return value
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -31,22 +72,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, type=Path, help="normal recording CSVs")
     p.add_argument("--channels", required=True, type=_csv_list, help="e.g. J1,J2,J3,J4,J5,J6")
     p.add_argument("--units", type=_csv_list, help="one per channel (default: A)")
-    p.add_argument("--sample-rate", type=float, default=1000.0, help="Hz (default 1000)")
-    p.add_argument("--segmentation", choices=["window", "cycle"], default="window")
-    p.add_argument("--window", type=int, default=64, help="window or resampled cycle length")
+    p.add_argument("--sample-rate", type=float, default=1000.0, help="sample rate in Hz")
+    p.add_argument("--segmentation", choices=["window", "cycle"], default="window",
+                   help="fixed windows, or robot cycles resampled to --window samples")  # fmt: skip
+    p.add_argument("--window", type=int, default=64, help="samples per window or resampled cycle")
     p.add_argument("--hop", type=int, default=32, help="window hop in samples")
     p.add_argument("--min-cycle", type=int, default=0, help="shortest cycle kept (samples)")
     p.add_argument("--max-cycle", type=int, default=0, help="longest cycle kept (0 = no limit)")
     p.add_argument("--features", type=_csv_list, default=["raw"], help="raw and/or stats")
-    p.add_argument("--layers", type=int, default=3, help="encoder layers (default 3)")
-    p.add_argument("--bottleneck", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--patience", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=int, default=3, help="encoder layers")
+    p.add_argument("--bottleneck", type=int, default=8, help="width of the code layer")
+    p.add_argument("--epochs", type=int, default=200, help="most training epochs")
+    p.add_argument("--patience", type=int, default=20,
+                   help="stop after this many epochs without a better validation loss")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=128, help="windows per training step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, split and shuffling")
     p.add_argument("--out", required=True, type=Path, help="output model directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_build(sub: argparse._SubParsersAction) -> None:
@@ -56,20 +98,46 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    help="held-out normal recordings (not the training files)")  # fmt: skip
     p.add_argument("--out", required=True, type=Path, help="bundle path, e.g. robot1.rapp")
     p.add_argument("--bundle-id", help="default: the output file name without extension")
-    p.add_argument("--bundle-version", default="1")
-    p.add_argument("--robot", default="robot")
-    p.add_argument("--program", type=int, action="append", default=[], help="program served")
-    p.add_argument("--quantile", type=float, default=0.999, help="threshold quantile")
+    p.add_argument("--bundle-version", default="1", help="version written to the manifest")
+    p.add_argument("--robot", default="robot", help="robot id written to the manifest")
+    p.add_argument(
+        "--program",
+        type=int,
+        action="append",
+        default=[],
+        help="program id the bundle serves, repeatable (default: any program no other "
+        "bundle serves)",
+    )
+    p.add_argument(
+        "--false-alarms-per-day",
+        type=float,
+        default=None,
+        help="instead of --quantile: thresholds for this many false alarms per 24 h of "
+        "operation, holding on every --calibration recording (fixed windows only; e.g. 1)",
+    )
+    p.add_argument(
+        "--quantile",
+        type=float,
+        default=0.999,
+        help="quantile of held-out normal scores that becomes the alarm threshold",
+    )
+    p.add_argument(
+        "--alarm-score",
+        choices=["nap", "combined", "density", "sap", "recon"],
+        default="nap",
+        help="score the agent alarms on (combined = NAP + latent density)",
+    )
     p.add_argument("--no-int8", action="store_true", help="skip int8 quantization")
     p.add_argument("--calibration-method", default="minmax",
-                   choices=["minmax", "percentile", "entropy"])  # fmt: skip
+                   choices=["minmax", "percentile", "entropy"],
+                   help="how int8 quantization picks activation ranges")  # fmt: skip
     p.add_argument(
         "--int8-activations",
         type=int,
         choices=[16, 8],
         default=16,
-        help="activation bits of the int8 artifacts: 16 (default; meets the fp32 fidelity "
-        "target) or 8 (faster kernels, Spearman vs fp32 only ~0.9-0.97)",
+        help="activation bits of the int8 artifacts: 16 (the default; meets the fp32 "
+        "fidelity target) or 8 (faster kernels, Spearman vs fp32 only ~0.9-0.97)",
     )
     p.add_argument(
         "--min-spearman",
@@ -83,12 +151,23 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tflite", action="store_true", help="also write TFLite artifacts (tflite-export extra)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sign-key", type=Path, help="Ed25519 private key (rapp-export keygen)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of sanity checks, pseudo-anomalies and canaries"
+    )
+    p.add_argument(
+        "--sign-key",
+        type=Path,
+        help="Ed25519 private key from `rapp-export keygen` (unsigned if not given)",
+    )
     p.add_argument(
         "--strict",
         action="store_true",
         help="fail the build (exit 1, no bundle written) when a sanity check fails",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the build report as JSON on stdout (the build log goes to stderr)",
     )
 
 
@@ -96,12 +175,12 @@ def _add_ota(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keygen", help="new Ed25519 signing key (KEY, mode 0600) + KEY.pub")
     p.add_argument("--out", required=True, type=Path, help="private key file to create")
     p = sub.add_parser("sign", help="sign an existing bundle (writes manifest.sig)")
-    p.add_argument("--bundle", required=True, type=Path)
+    p.add_argument("--bundle", required=True, type=Path, help="the .rapp bundle to sign")
     p.add_argument("--key", required=True, type=Path, help="private key from keygen")
     p.add_argument("--out", type=Path, help="default: overwrite --bundle (atomically)")
     p = sub.add_parser("push", help="send a bundle over the air to a device or a group")
-    p.add_argument("--bundle", required=True, type=Path)
-    p.add_argument("--broker", required=True, help="HOST:PORT")
+    p.add_argument("--bundle", required=True, type=Path, help="the .rapp bundle to send")
+    p.add_argument("--broker", required=True, type=_broker, help="HOST:PORT of the broker")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", help="device id (agent.device_id)")
     target.add_argument("--group", help="group id (an entry of [ota] groups)")
@@ -120,18 +199,19 @@ def _add_ota(sub: argparse._SubParsersAction) -> None:
         help="let this bundle replace a newer version (a signed downgrade)",
     )  # fmt: skip
     p.add_argument(
-        "--expires-in", type=float, metavar="SECONDS",
+        "--expires-in", type=_positive_seconds, metavar="SECONDS",
         help="devices refuse the command after this long (default: --timeout + 300)",
     )  # fmt: skip
-    p.add_argument("--root", default="rapp/v1", help="topic root (default rapp/v1)")
-    p.add_argument("--chunk-size", type=int, default=64 * 1024)
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
-    p.add_argument("--pace", type=float, default=0.0, help="seconds between chunks (default 0)")
+    p.add_argument("--root", default="rapp/v1", help="topic root of the agents")
+    p.add_argument("--chunk-size", type=int, default=64 * 1024, help="bytes per MQTT chunk")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait for every device's final state")  # fmt: skip
+    p.add_argument("--pace", type=float, default=0.0, help="seconds between chunks")
     p.add_argument("--tls-ca", type=Path, help="CA file; enables TLS")
     p.add_argument("--tls-cert", type=Path, help="client certificate (enables TLS)")
     p.add_argument("--tls-key", type=Path, help="client certificate key")
-    p.add_argument("--username")
-    p.add_argument("--password-file", type=Path)
+    p.add_argument("--username", help="MQTT user name (default: anonymous)")
+    p.add_argument("--password-file", type=Path, help="file holding the MQTT password")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -149,18 +229,41 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=30.0,
                    help="seconds after a fault ends that an alarm still counts for it")  # fmt: skip
     p.add_argument("--backend", default="auto", help="onnxruntime, litert or auto")
-    p.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    p.add_argument("--precision", default="int8", choices=["int8", "fp32"],
+                   help="which of the bundle's artifacts to evaluate")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the baselines")
-    p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--json", type=Path, nargs="?", const=JSON_TO_STDOUT, metavar="FILE",
+                   help="without FILE: print the report as JSON instead of the tables; "
+                   "with FILE: also write it there")  # fmt: skip
+
+
+DESCRIPTION = "Train, build, sign, evaluate and push RaPP model bundles on a workstation."
+DESCRIPTIONS = {
+    "train": "Train the autoencoder on normal recordings (CSV) and write the model directory "
+    "that `build` reads (needs the export extra).",
+    "build": "Export the trained model to ONNX (and TFLite), quantize it to int8, fit RaPP "
+    "and the alarm thresholds on held-out normal recordings, run the sanity and fidelity "
+    "checks and write a .rapp bundle (needs the export extra).",
+    "keygen": "Create an Ed25519 signing key KEY (mode 0600) and its public half KEY.pub "
+    "for the agents' [trust] keys.",
+    "sign": "Sign an existing bundle with a key from keygen (writes manifest.sig into it).",
+    "push": "Send a bundle over the air through the MQTT broker to one device or a group, "
+    "and wait until every device reports its final state.",
+    "evaluate": "Score labelled recordings the way a device does and report window AUROC "
+    "(against IsolationForest and PCA baselines) and alarm events per fault group.",
+}
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rapp-export", description=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = CliParser(prog=PROG, description=DESCRIPTION, epilog=EXIT_STATUS_EPILOG)
+    add_version_flag(ap, PROG, __version__)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_build(sub)
     _add_ota(sub)
     _add_evaluate(sub)
+    describe_subcommands(ap, DESCRIPTIONS)
+    add_logging_flags(ap, default=DEFAULT_LEVEL)
     return ap
 
 
@@ -233,6 +336,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     trained = TrainedModel(model, spec, normalization, history)
+    trained = trained.with_latent_reference(segmented.features, seed=args.seed)
     trained.save(args.out)
     plot_history(history, str(args.out / "training_curve.png"))
     print(
@@ -245,56 +349,115 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     with needs_extra("build"):
         from exporter.build import BuildSettings, build_bundle
-        from exporter.data import load_recordings, segment_all
+        from exporter.data import load_recordings, segment_grouped
         from exporter.model import TrainedModel
+    from agent.progress import progress_bar
 
-    trained = TrainedModel.load(args.model)
-    recordings = load_recordings(args.calibration, trained.spec.channels)
-    segmented = segment_all(trained.spec, trained.normalization, recordings)
-    settings = BuildSettings(
-        bundle_id=args.bundle_id or args.out.stem,
-        bundle_version=args.bundle_version,
-        robot=args.robot,
-        programs=tuple(args.program),
-        alarm=AlarmDefaults(threshold_quantile=args.quantile),
-        quantize=not args.no_int8,
-        calibration_method=args.calibration_method,
-        int8_activations=args.int8_activations,
-        min_spearman=args.min_spearman,
-        rtol=args.rtol,
-        seed=args.seed,
-        strict=args.strict,
-    )
-    extra = None
-    if args.tflite:
-        from exporter.tflite_export import tflite_artifacts
+    # --json keeps stdout for the report: the build log goes to stderr then.
+    log_to = sys.stderr if args.json else sys.stdout
+    with progress_bar(total=None, desc="build: reading", quiet=args.quiet) as bar:
 
-        extra = tflite_artifacts(int8=not args.no_int8, activations=args.int8_activations)
-    sign = None
-    if args.sign_key is not None:
-        from exporter.keys import signer
+        def log(message: str) -> None:
+            bar.write(message, file=log_to)
+            if not message.startswith(" "):
+                bar.stage(f"build: {message}")
 
-        sign = signer(args.sign_key)
-    built = build_bundle(
-        trained, segmented.segments, settings, extra_artifacts=extra, sign=sign, log=print
-    )
+        trained = TrainedModel.load(args.model)
+        recordings = load_recordings(args.calibration, trained.spec.channels)
+        segmented, groups = segment_grouped(trained.spec, trained.normalization, recordings)
+        settings = BuildSettings(
+            bundle_id=args.bundle_id or args.out.stem,
+            bundle_version=args.bundle_version,
+            robot=args.robot,
+            programs=tuple(args.program),
+            alarm=AlarmDefaults(threshold_quantile=args.quantile, score=args.alarm_score),
+            false_alarms_per_day=args.false_alarms_per_day,
+            quantize=not args.no_int8,
+            calibration_method=args.calibration_method,
+            int8_activations=args.int8_activations,
+            min_spearman=args.min_spearman,
+            rtol=args.rtol,
+            seed=args.seed,
+            strict=args.strict,
+            int8_fallback=not args.strict,
+        )
+        extra = None
+        if args.tflite:
+            from exporter.tflite_export import tflite_artifacts
+
+            extra = tflite_artifacts(int8=not args.no_int8, activations=args.int8_activations)
+        sign = None
+        if args.sign_key is not None:
+            from exporter.keys import signer
+
+            sign = signer(args.sign_key)
+        built = build_bundle(
+            trained,
+            segmented.segments,
+            settings,
+            extra_artifacts=extra,
+            sign=sign,
+            log=log,
+            calib_groups=groups,
+        )
     write_atomic(args.out, built.data)
+    if args.json:
+        _print_sanity(built.report["sanity"], summary=False)
+        print(json.dumps(_build_summary(args.out, built), indent=1))
+        return 0
     print(f"wrote {args.out} ({len(built.data) / 1024:.0f} KiB)")
     for artifact in built.manifest["artifacts"]:
         th = artifact["thresholds"]
-        print(
-            f"  {artifact['id']:<10} NAP k={artifact['nap_k']:<4} thresholds "
-            f"recon {th['recon']:.4g}  sap {th['sap']:.4g}  nap {th['nap']:.4g}"
-        )
-    print(f"  fidelity: {json.dumps(built.report['fidelity'])}")
+        levels = "  ".join(f"{name} {value:.4g}" for name, value in th.items())
+        print(f"  {artifact['id']:<11} NAP k={artifact['nap_k']:<4} thresholds {levels}")
+    for line in _fidelity_lines(built.report["fidelity"]):
+        print(line)
     _print_sanity(built.report["sanity"])
     return 0
 
 
-def _print_sanity(sanity: dict) -> None:
+def _build_summary(out: Path, built: BuiltBundle) -> dict:
+    """`build --json`: where the bundle went, what it holds, and the full build report."""
+    manifest = built.manifest
+    return {
+        "bundle": str(out),
+        "bytes": len(built.data),
+        "bundle_id": manifest["bundle_id"],
+        "bundle_version": manifest["bundle_version"],
+        "artifacts": [
+            {"id": a["id"], "nap_k": a["nap_k"], "thresholds": a["thresholds"]}
+            for a in manifest["artifacts"]
+        ],
+        "report": built.report,
+    }
+
+
+def _fidelity_lines(fidelity: dict) -> list[str]:
+    """int8 vs fp32, one line per int8 artifact, instead of the report's raw dict."""
+    if not fidelity:
+        return ["  fidelity: no int8 artifact to compare with fp32"]
+    lines = []
+    for aid, f in fidelity.items():
+        shifted = f.get("spearman_nap_shifted_normal")
+        lines.append(
+            f"  fidelity {aid} vs {f['reference']}: NAP Spearman {f['spearman_nap']:.4f} "
+            f"(floor {f['floor_spearman']:g}; normal windows only "
+            f"{f['spearman_nap_normal_only']:.4f}"
+            + (f", shifted normal {shifted:.4f}" if shifted is not None else "")
+            + f"), pseudo-anomaly AUROC drop {f['pseudo_auroc_drop_nap']:+.4f} "
+            f"(at most {f['max_auroc_drop']:g}), {f['int8_activations']}-bit activations"
+        )
+        if "note" in f:
+            lines.append(f"  NOTE {f['note']}")
+    return lines
+
+
+def _print_sanity(sanity: dict, summary: bool = True) -> None:
     """Sanity verdicts after a build; without --strict a failure is only a warning."""
     bad = [c for c in sanity["checks"] if c["status"] != "pass"]
-    print(f"  sanity: {sanity['status']} ({len(bad)} of {len(sanity['checks'])} checks flagged)")
+    if summary:
+        n = len(sanity["checks"])
+        print(f"  sanity: {sanity['status']} ({len(bad)} of {n} checks flagged)")
     for check in bad:
         print(
             f"rapp-export build: warning: sanity check {check['name']} {check['status']}: "
@@ -315,7 +478,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         precision=args.precision,
         seed=args.seed,
     )
-    report = evaluate(args.bundle, settings)
+    from agent.progress import progress_bar
+
+    with progress_bar(total=0, desc="evaluate", unit="sample", quiet=args.quiet) as bar:
+        report = evaluate(args.bundle, settings, progress=bar.advance_to)
+    if args.json == JSON_TO_STDOUT:
+        print(json.dumps(report, indent=1))
+        return 0
     print(format_report(report))
     if args.json is not None:
         write_atomic(args.json, json.dumps(report, indent=1).encode())
@@ -347,7 +516,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from exporter.keys import load_private_key
-    from exporter.push import BrokerOptions, PushError, parse_broker, push
+    from exporter.push import BrokerOptions, parse_broker, push
 
     key = load_private_key(args.key) if args.key is not None else None
     if key is None:
@@ -356,30 +525,30 @@ def cmd_push(args: argparse.Namespace) -> int:
             "with [trust] allow_unsigned = true act on it",
             file=sys.stderr,
         )
+    # PushError and OSError go to main(), which tells bad input (exit 2) from failures (1)
+    host, port = parse_broker(args.broker)
     try:
-        host, port = parse_broker(args.broker)
         data = args.bundle.read_bytes()
-        result = push(
-            data,
-            BrokerOptions(
-                host, port, args.root, args.tls_ca, args.tls_cert, args.tls_key,
-                args.username, args.password_file,
-            ),
-            device=args.device,
-            group=args.group,
-            expect=args.expect,
-            robot=args.robot,
-            url=args.url,
-            chunk_size=args.chunk_size,
-            timeout=args.timeout,
-            pace_s=args.pace,
-            key=key,
-            rollback=args.rollback,
-            expires_in=args.expires_in,
-        )  # fmt: skip
-    except (PushError, OSError) as err:
-        print(f"rapp-export push: {err}", file=sys.stderr)
-        return EXIT_FAILED
+    except OSError as err:
+        raise ExportInputError(f"{args.bundle}: cannot read ({err.strerror})") from err
+    result = push(
+        data,
+        BrokerOptions(
+            host, port, args.root, args.tls_ca, args.tls_cert, args.tls_key,
+            args.username, args.password_file,
+        ),
+        device=args.device,
+        group=args.group,
+        expect=args.expect,
+        robot=args.robot,
+        url=args.url,
+        chunk_size=args.chunk_size,
+        timeout=args.timeout,
+        pace_s=args.pace,
+        key=key,
+        rollback=args.rollback,
+        expires_in=args.expires_in,
+    )  # fmt: skip
     print(result.summary())
     if not result.ok:
         print(f"rapp-export push {result.transfer_id}: not committed everywhere", file=sys.stderr)
@@ -398,15 +567,74 @@ COMMANDS = {
 }
 
 
+# What a caller did wrong, also when it surfaces wrapped in another error (`raise … from`): a
+# wrong-kind bundle given to `sign`, a model directory or key file that does not exist.
+_INPUT_CAUSES = (
+    AgentInputError, FirmwareInputError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+)  # fmt: skip
+
+
+def exit_status(err: BaseException) -> int:
+    """2 when ``err`` or any error in its ``__cause__`` chain is bad input, else 1."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, _INPUT_CAUSES):
+            return EXIT_INPUT
+        seen = seen.__cause__
+    return EXIT_FAILURE
+
+
+def silence_third_party_noise() -> None:
+    """Known, harmless output of the heavy dependencies (shown again with -v):
+
+    - torch.onnx logs "torchvision is not installed. Skipping torchvision::nms" (×4) while
+      registering operators the pathway never uses;
+    - torch's pytree FutureWarning about ``LeafSpec`` and torch.onnx's DeprecationWarning
+      about exporting into a BytesIO (the pathway export does that on purpose);
+    - TensorFlow's C++ log (cuInit failing on a machine without a GPU, oneDNN notices):
+      TF_CPP_MIN_LOG_LEVEL must be set before TensorFlow is imported; errors that matter
+      still surface as Python exceptions.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
+    warnings.filterwarnings(
+        "ignore", message="Saving ONNX model to a BytesIO object", category=DeprecationWarning
+    )
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    if _not_a_torchvision_note not in registration.filters:
+        registration.addFilter(_not_a_torchvision_note)
+
+
+def _not_a_torchvision_note(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("torchvision is not installed")
+
+
+def _checked(ap: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = ap.parse_args(argv)
+    if args.command == "push" and args.rollback and args.key is None:
+        dict(subparsers(ap))["push"].error(
+            "--rollback needs --key: agents act on a signed rollback only"
+        )
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = _checked(parser(), argv)
+    configure_logging(args.log_level or DEFAULT_LEVEL)
+    if args.log_level != "debug":
+        silence_third_party_noise()
     try:
         return COMMANDS[args.command](args)
-    except (AgentError, FirmwareError) as err:
-        code = agent_exit_code(err) if isinstance(err, AgentError) else firmware_exit_code(err)
-        what = "bad input: " if code == EXIT_USAGE else ""
-        print(f"rapp-export {args.command}: {what}{err}", file=sys.stderr)
+    except (AgentError, FirmwareError, OSError) as err:
+        code = exit_status(err)
+        report_error(PROG, args.command, err, code)
         return code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

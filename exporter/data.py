@@ -31,6 +31,13 @@ def segment_all(
     spec: FeatureSpec, normalization: Normalization, recordings: Sequence[Recording]
 ) -> SegmentedRecording:
     """Segments of several recordings; no window crosses from one file into the next."""
+    return segment_grouped(spec, normalization, recordings)[0]
+
+
+def segment_grouped(
+    spec: FeatureSpec, normalization: Normalization, recordings: Sequence[Recording]
+) -> tuple[SegmentedRecording, np.ndarray]:
+    """:func:`segment_all` and, per segment, the index of the recording it came from."""
     parts = [segment_one(spec, normalization, r) for r in recordings]
     if not parts:
         raise ExportError("no recordings to segment")
@@ -38,6 +45,7 @@ def segment_all(
     for p in parts[1:]:
         for key in vars(stats):
             setattr(stats, key, getattr(stats, key) + getattr(p.stats, key))
+    groups = np.concatenate([np.full(len(p.features), i) for i, p in enumerate(parts)])
     return SegmentedRecording(
         segments=np.concatenate([p.segments for p in parts]),
         features=np.concatenate([p.features for p in parts]),
@@ -45,7 +53,7 @@ def segment_all(
         stop=np.concatenate([p.stop for p in parts]),
         program=np.concatenate([p.program for p in parts]),
         stats=stats,
-    )
+    ), groups
 
 
 def segment_one(

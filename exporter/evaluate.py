@@ -30,7 +30,7 @@ still has negatives.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from exporter.data import segment_one
 from exporter.errors import ExportError, ExportInputError, MissingExtraError
 from exporter.metrics import auroc
 
-RAPP_SCORES = ("recon", "sap", "nap")
+RAPP_SCORES = ("recon", "sap", "nap", "density", "combined")
 BASELINES = ("iforest", "pca")
 GROUPINGS = ("label", "dir", "none")
 NORMAL = "normal"
@@ -175,11 +175,17 @@ def window_features(bundle: Bundle, recording: Recording, rows: Sequence[dict[st
     return segmented.features[picks]
 
 
-def score_file(bundle: Bundle, scorer, path: Path, settings: EvalSettings) -> ScoredFile:
+def score_file(
+    bundle: Bundle,
+    scorer,
+    path: Path,
+    settings: EvalSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScoredFile:
     spec = bundle.manifest.input
     recording = read_recording(path, spec.channels)
     require_segments(recording, spec.segmentation)
-    result = score_recording(scorer, path)
+    result = score_recording(scorer, path, progress=progress)
     times = sample_times(recording, spec.sample_rate_hz)
     events = fault_events(recording, times)
     duration = recording.n_samples / spec.sample_rate_hz
@@ -189,7 +195,11 @@ def score_file(bundle: Bundle, scorer, path: Path, settings: EvalSettings) -> Sc
         group=group_of(path, events, settings.group_by),
         duration_s=duration,
         anomalous=np.array([bool(r["label"]) for r in rows], dtype=bool),
-        scores={name: np.array([float(r[name]) for r in rows]) for name in RAPP_SCORES},
+        scores={
+            name: np.array([float(r[name]) for r in rows])
+            for name in RAPP_SCORES
+            if not rows or rows[0].get(name) is not None
+        },
         features=window_features(bundle, recording, rows),
         events=events,
         episodes=alarm_episodes(rows, float(times[-1]) if len(times) else 0.0),
@@ -310,12 +320,17 @@ def _summary(values: Sequence[float]) -> dict[str, float] | None:
 # -- the report -----------------------------------------------------------------------------
 
 
-def evaluate(bundle_path: Path, settings: EvalSettings) -> dict[str, Any]:
-    """Score ``settings.data`` with the bundle; the report as a JSON-ready dict."""
+def evaluate(
+    bundle_path: Path,
+    settings: EvalSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score ``settings.data`` with the bundle; the report as a JSON-ready dict.
+    ``progress(samples_done, samples_total)`` follows each file in turn (for a bar)."""
     bundle = load_bundle(bundle_path)
     scorer = open_scorer(bundle, settings.backend, settings.precision)
-    files = [score_file(bundle, scorer, Path(p), settings) for p in settings.data]
-    names = list(RAPP_SCORES)
+    files = [score_file(bundle, scorer, Path(p), settings, progress) for p in settings.data]
+    names = [name for name in RAPP_SCORES if all(name in f.scores for f in files)]
     if settings.calibration:
         baselines = fit_baselines(calibration_features(bundle, settings.calibration), settings.seed)
         for f in files:

@@ -24,7 +24,7 @@ from agent.core.bundle.archive import pack_archive, read_archive
 from agent.core.bundle.errors import BundleError
 from agent.core.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from agent.ota.command import TransferCommand
-from exporter.errors import ExportError
+from exporter.errors import ExportError, ExportInputError
 
 
 def public_b64(key: Ed25519PrivateKey) -> str:
@@ -36,7 +36,7 @@ def keygen(out: Path) -> tuple[Path, Path]:
     """Write a new private key to ``out`` (0600) and its public key to ``out.pub``."""
     out = Path(out)
     if out.exists():
-        raise ExportError(f"{out}: exists; refusing to overwrite a signing key (choose --out)")
+        raise ExportInputError(f"{out}: exists; refusing to overwrite a signing key (choose --out)")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -75,9 +75,9 @@ def sign_bundle(data: bytes, key: Ed25519PrivateKey) -> bytes:
     try:
         files = read_archive(data)
     except BundleError as err:
-        raise ExportError(f"cannot sign: {err}") from err
+        raise ExportInputError(f"cannot sign: {err}") from err
     if MANIFEST_NAME not in files:
-        raise ExportError(f"cannot sign: {MANIFEST_NAME} missing; is this a .rapp bundle?")
+        raise ExportInputError(f"cannot sign: {MANIFEST_NAME} missing; is this a .rapp bundle?")
     files[SIGNATURE_NAME] = key.sign(files[MANIFEST_NAME])
     return pack_archive(files)
 

@@ -9,9 +9,10 @@ input, outputs h_1…h_L, x̂ and ĥ_1…ĥ_L, with the encoder weights shared b
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ from exporter.errors import ExportError
 NEGATIVE_SLOPE = 0.2
 MODEL_JSON = "model.json"
 WEIGHTS_NPZ = "weights.npz"
+LATENT_NPY = "latent_reference.npy"
+# Training windows whose latent codes are kept for the density fit: 20 bins per dimension
+# are well filled, and the model directory stays small (20,000 × bottleneck float32).
+LATENT_REFERENCE_ROWS = 20_000
 
 
 def linspace_sizes(input_dim: int, bottleneck: int, n_layers: int) -> list[int]:
@@ -134,10 +139,32 @@ class TrainedModel:
     spec: FeatureSpec
     normalization: Normalization
     history: dict[str, Any] = field(default_factory=dict)
+    # Latent codes of (a sample of) the training windows: the latent density is fitted on
+    # them (agent.core.density). None: the build fits it on calibration windows instead.
+    latent_reference: np.ndarray | None = None
 
     @property
     def n_layers(self) -> int:
         return len(self.model.sizes) - 1
+
+    def encode(self, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+        """Latent codes h_L (N × bottleneck) of feature vectors, in eval mode."""
+        self.model.eval()
+        parts = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                chunk = torch.as_tensor(np.asarray(x[i : i + batch], dtype=np.float32))
+                parts.append(self.model.encode_path(chunk)[-1].numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, self.model.sizes[-1]))
+
+    def with_latent_reference(
+        self, x: np.ndarray, limit: int = LATENT_REFERENCE_ROWS, seed: int = 0
+    ) -> TrainedModel:
+        """This model with the latent codes of up to ``limit`` training windows."""
+        rows = np.arange(len(x))
+        if len(rows) > limit:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+        return replace(self, latent_reference=self.encode(x[rows]).astype(np.float32))
 
     def save(self, directory: Path) -> None:
         """model.json + weights.npz (plain arrays: no pickle, unlike torch.save)."""
@@ -160,6 +187,10 @@ class TrainedModel:
             np.savez(handle, **arrays)
         write_atomic(out / WEIGHTS_NPZ, tmp.read_bytes())
         tmp.unlink()
+        if self.latent_reference is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, self.latent_reference, allow_pickle=False)
+            write_atomic(out / LATENT_NPY, buffer.getvalue())
 
     @classmethod
     def load(cls, directory: Path) -> TrainedModel:
@@ -176,6 +207,12 @@ class TrainedModel:
         model.load_state_dict(state)
         model.eval()
         norm = meta["normalization"]
+        reference = None
+        if (root / LATENT_NPY).exists():
+            try:
+                reference = np.load(root / LATENT_NPY, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise ExportError(f"{root / LATENT_NPY}: unreadable ({err}); retrain") from err
         return cls(
             model=model,
             spec=FeatureSpec.from_json(meta["input"]),
@@ -184,4 +221,5 @@ class TrainedModel:
                 std=np.asarray(norm["std"], dtype=np.float32),
             ),
             history=meta.get("history", {}),
+            latent_reference=reference,
         )

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from exporter.errors import ExportError
+from exporter.errors import ExportError, ExportInputError
 from exporter.model import MlpAutoencoder, linspace_sizes
 
 
@@ -42,7 +42,9 @@ def split_validation(n: int, fraction: float, seed: int, block: int = 32) -> tup
     """Hold out whole blocks of consecutive windows: overlapping neighbours of a validation
     window would otherwise sit in training and make validation loss optimistic."""
     if n < 4:
-        raise ExportError(f"only {n} training windows; record more normal data or shorten windows")
+        raise ExportInputError(
+            f"only {n} training windows; record more normal data or shorten windows"
+        )
     n_blocks = max(2, -(-n // block))
     rng = np.random.default_rng(seed)
     n_val_blocks = max(1, int(np.rint(n_blocks * fraction)))

@@ -1,14 +1,5 @@
-"""``rapp-firmware``: the firmware side of rapp-edge from the command line.
-
-Subcommands:
-
-- ``header``   C header for a channel map (protocol constants, layout, channel table, hash);
-- ``simulate`` labelled simulated currents as a recording CSV;
-- ``emulate``  stream simulated frames to a serial device, optionally with line faults;
-- ``golden``   regenerate (or ``--check``) the golden codec vectors.
-
-Exit codes: 0 success, 1 runtime failure, 2 bad arguments or configuration.
-"""
+"""``rapp-firmware``: the firmware side of rapp-edge from the command line (see
+:data:`DESCRIPTION`; exit status 0 success, 1 runtime failure, 2 bad input or configuration)."""
 
 from __future__ import annotations
 
@@ -24,6 +15,19 @@ from firmware_config.channel_map import (
     load_channel_map,
 )
 from firmware_config.cheader import generate_header
+from firmware_config.cli_conventions import (
+    EXIT_FAILURE,
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_STATUS_EPILOG,
+    CliParser,
+    add_logging_flags,
+    add_version_flag,
+    configure_logging,
+    describe_subcommands,
+    distribution_version,
+    report_error,
+)
 from firmware_config.emulator import (
     DEFAULT_FRAMES_PER_MESSAGE,
     Emulator,
@@ -31,7 +35,7 @@ from firmware_config.emulator import (
     Impairments,
 )
 from firmware_config.errors import FirmwareError, exit_code
-from firmware_config.golden import check_golden, write_golden
+from firmware_config.golden import FILES, check_golden, write_golden
 from firmware_config.simulator import (
     SimulationConfig,
     SimulationError,
@@ -41,18 +45,35 @@ from firmware_config.simulator import (
     write_csv,
 )
 
+PROG = "rapp-firmware"
 EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 CSV_CHUNK_SAMPLES = 60_000
-DEFAULT_GOLDEN_DIR = Path("tests/golden/frames")
+# The vectors live in the repository next to the C tests, not in the package; resolved from
+# this file, so `golden --check` finds them from any working directory of a checkout.
+DEFAULT_GOLDEN_DIR = Path(__file__).resolve().parent.parent / "tests" / "golden" / "frames"
+DEFAULT_LEVEL = "warning"
+
+DESCRIPTION = (
+    "The firmware side of rapp-edge: the C header of a channel map, simulated currents as a "
+    "recording, a firmware emulator on a serial port, and the golden codec vectors."
+)
+DESCRIPTIONS = {
+    "header": "Write the C header of a channel map: protocol constants, frame layout, the "
+    "channel table and the schema hash the firmware sends in its HELLO frame.",
+    "simulate": "Simulate the six-axis arm's motor currents (programs, nuisances, injected "
+    "faults) and write them as a labelled recording CSV that `rapp-agent score` and "
+    "`rapp-export train` read.",
+    "emulate": "Stream simulated frames to a serial device (or a pyserial URL) as the "
+    "acquisition firmware would, optionally with garbage bursts, bit flips and dropped frames.",
+    "golden": "Regenerate the golden codec vectors (frames, COBS, CRC) that the Python and C "
+    "codecs are tested against, or with --check only compare them with the codec.",
+}
 
 
-def _add_map(parser: argparse.ArgumentParser, required: bool = False) -> None:
+def _add_map(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--map",
         type=Path,
-        required=required,
         help="channel map TOML (default: the built-in six_axis_arm map)",
     )
 
@@ -64,7 +85,7 @@ def _add_simulation(parser: argparse.ArgumentParser, duration: float | None) -> 
         default=duration,
         help="seconds to simulate" + ("" if duration else " (default: endless)"),
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument(
         "--program",
         action="append",
@@ -77,7 +98,7 @@ def _add_simulation(parser: argparse.ArgumentParser, duration: float | None) -> 
         default=[],
         metavar="SPEC",
         help="KIND:AXIS[:onset=S][:severity=X][:duration=S][:ramp=S][:mode=M], repeatable; "
-        "kinds: friction backlash collision payload ripple sensor",
+        "kinds: friction backlash collision payload ripple sensor (default: none)",
     )
     parser.add_argument(
         "--no-nuisances",
@@ -86,15 +107,36 @@ def _add_simulation(parser: argparse.ArgumentParser, duration: float | None) -> 
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rapp-firmware", description="rapp-edge serial protocol tools"
+def _add_emulate(sub: argparse._SubParsersAction) -> None:
+    emulate = sub.add_parser("emulate", help="stream simulated frames to a serial device")
+    _add_map(emulate)
+    _add_simulation(emulate, duration=None)
+    emulate.add_argument("--port", required=True, help="serial device or pyserial URL")
+    emulate.add_argument(
+        "--speed", type=float, default=1.0, help="1.0 = real time, 0 = as fast as possible"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+    emulate.add_argument(
+        "--garbage", type=float, default=0.0, help="probability of a garbage burst per frame"
+    )
+    emulate.add_argument(
+        "--bitflip", type=float, default=0.0, help="probability of a bit flip per frame"
+    )
+    emulate.add_argument("--drop", type=float, default=0.0, help="probability of dropping a frame")
+    emulate.add_argument(
+        "--frames-per-message",
+        type=int,
+        default=DEFAULT_FRAMES_PER_MESSAGE,
+        help="frames written at once (a receiver decodes a write as one batch)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CliParser(prog=PROG, description=DESCRIPTION, epilog=EXIT_STATUS_EPILOG)
+    add_version_flag(parser, PROG, distribution_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     header = sub.add_parser("header", help="generate the C header for a channel map")
-    _add_map(header, required=True)
+    _add_map(header)
     header.add_argument("--out", type=Path, help="output file (default: stdout)")
 
     simulate = sub.add_parser("simulate", help="write simulated currents as a recording CSV")
@@ -103,26 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--rate", type=int, help="sample rate in Hz (default: the map's)")
     simulate.add_argument("--out", type=Path, required=True, help="output CSV file")
 
-    emulate = sub.add_parser("emulate", help="stream simulated frames to a serial device")
-    _add_map(emulate)
-    _add_simulation(emulate, duration=None)
-    emulate.add_argument("--port", required=True, help="serial device or pyserial URL")
-    emulate.add_argument(
-        "--speed", type=float, default=1.0, help="1.0 = real time, 0 = as fast as possible"
-    )
-    emulate.add_argument("--garbage", type=float, default=0.0, help="garbage burst rate/frame")
-    emulate.add_argument("--bitflip", type=float, default=0.0, help="bit flip rate/frame")
-    emulate.add_argument("--drop", type=float, default=0.0, help="frame drop rate")
-    emulate.add_argument(
-        "--frames-per-message",
-        type=int,
-        default=DEFAULT_FRAMES_PER_MESSAGE,
-        help="frames written at once (a receiver decodes a write as one batch)",
-    )
+    _add_emulate(sub)
 
-    golden = sub.add_parser("golden", help="regenerate the golden codec vectors")
-    golden.add_argument("--out", type=Path, default=DEFAULT_GOLDEN_DIR, help="directory")
-    golden.add_argument("--check", action="store_true", help="only compare; exit 1 if stale")
+    golden = sub.add_parser("golden", help="regenerate (or --check) the golden codec vectors")
+    golden.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_GOLDEN_DIR,
+        help="directory of the vectors (default: tests/golden/frames of this checkout)",
+    )
+    golden.add_argument(
+        "--check",
+        action="store_true",
+        help="only compare: exit 1 if a file is missing or out of date, 2 if the directory "
+        "holds none of them",
+    )
+    describe_subcommands(parser, DESCRIPTIONS)
+    add_logging_flags(parser, default=DEFAULT_LEVEL)
     return parser
 
 
@@ -188,15 +227,34 @@ def _cmd_emulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_golden(directory: Path, channel_map: ChannelMap) -> int:
+    missing = [name for name in FILES if not (directory / name).is_file()]
+    if len(missing) == len(FILES):
+        print(
+            f"{PROG} golden: bad input: no golden files in {directory} (expected "
+            f"{', '.join(FILES)}); point --out at the directory that holds them, or write "
+            f"them with `{PROG} golden --out {directory}`",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT
+    stale = [name for name in check_golden(directory, channel_map) if name not in missing]
+    if missing or stale:
+        problems = [f"missing {', '.join(missing)}"] * bool(missing)
+        problems += [f"out of date {', '.join(stale)}"] * bool(stale)
+        print(
+            f"{PROG} golden: golden files in {directory}: {'; '.join(problems)}; if the codec "
+            f"change is intended, run `{PROG} golden --out {directory}` and review the diff",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    print(f"golden files in {directory} are current", file=sys.stderr)
+    return EXIT_OK
+
+
 def _cmd_golden(args: argparse.Namespace) -> int:
     channel_map, _ = _load_map(None)
     if args.check:
-        stale = check_golden(args.out, channel_map)
-        if stale:
-            print(f"golden files out of date in {args.out}: {', '.join(stale)}", file=sys.stderr)
-            return EXIT_FAILURE
-        print(f"golden files in {args.out} are current", file=sys.stderr)
-        return EXIT_OK
+        return _check_golden(args.out, channel_map)
     for path in write_golden(args.out, channel_map):
         print(f"wrote {path}", file=sys.stderr)
     return EXIT_OK
@@ -211,20 +269,19 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level or DEFAULT_LEVEL)
     try:
         return COMMANDS[args.command](args)
     except FirmwareError as err:
-        print(f"rapp-firmware {args.command}: error: {err}", file=sys.stderr)
+        report_error(PROG, args.command, err, exit_code(err))
         return exit_code(err)
     except OSError as err:
-        print(f"rapp-firmware {args.command}: error: {err}", file=sys.stderr)
+        report_error(PROG, args.command, err, EXIT_FAILURE)
         return EXIT_FAILURE
+    except KeyboardInterrupt:
+        logging.getLogger(__name__).info("interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RAPP_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(mosquitto mosquitto-clients socat gcc systemd python3-venv)
+# chromium: the status page test renders the agent's [http] page headless
+APT_PACKAGES=(mosquitto mosquitto-clients socat gcc systemd python3-venv chromium)
 
 need_apt=()
-for tool in mosquitto mosquitto_sub socat gcc systemd-analyze; do
+for tool in mosquitto mosquitto_sub socat gcc systemd-analyze chromium; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then need_apt+=(venv); fi
@@ -28,7 +29,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-EXTRAS="${RAPP_EXTRAS:-export,test,demo,litert,tflite-export}"
+EXTRAS="${RAPP_EXTRAS:-export,test,demo,litert,tflite-export,sparkplug}"
 if [[ ",$EXTRAS," == *",export,"* || ",$EXTRAS," == *"tflite-export"* ]]; then
   # torch first and pinned: the CPU build; a looser spec could pull a multi-GB CUDA build.
   "${PIP[@]}" "torch==2.13.0"

@@ -31,12 +31,14 @@ from agent.core.backends import Backend, BackendError, backend_class, create_bac
 from agent.core.backends.fusion import FusedStep, StepMatrices, step_matrices
 from agent.core.bundle.loader import Bundle, LoadedArtifact, select_artifact
 from agent.core.bundle.manifest import (
+    ALL_SCORE_NAMES,
     SCORE_NAMES,
     ArtifactSpec,
     Manifest,
     calibration_quantiles,
     channel_error_stats,
 )
+from agent.core.density import LatentDensity, latent_scores
 from agent.core.errors import AgentRuntimeError
 from agent.core.features import Segment, segment_features
 from agent.core.rapp import (
@@ -75,10 +77,18 @@ class Scores:
     # error and input deviation (agent.core.rapp.channel_excess), or for bundles without those
     # statistics the channel shares of the calibration-scaled input-space error.
     contributions: np.ndarray
+    # Bundles with a latent density (agent.core.density) only; None otherwise.
+    density: np.ndarray | None = None
+    combined: np.ndarray | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The scores this bundle computes, in :data:`ALL_SCORE_NAMES` order."""
+        return SCORE_NAMES if self.density is None else ALL_SCORE_NAMES
 
     def get(self, name: str) -> np.ndarray:
-        if name not in SCORE_NAMES:
-            raise ScoringError(f"score {name!r}: choose one of {', '.join(SCORE_NAMES)}")
+        if name not in self.names:
+            raise ScoringError(f"score {name!r}: choose one of {', '.join(self.names)}")
         return getattr(self, name)
 
     def as_matrix(self) -> np.ndarray:
@@ -104,6 +114,7 @@ class Scorer:
         self.artifact = loaded.spec
         self.backend = backend
         self._nap = loaded.nap if nap is None else nap
+        self._density = loaded.density
         self._fused = fused
         self._layers = bundle.manifest.rapp_layers
         spec = bundle.manifest.input
@@ -153,6 +164,7 @@ class Scorer:
             self._weights,
             self._feature_channel,
             self._standardizer,
+            latent=self._density is not None,
         )
 
     def _contributions(self, x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
@@ -168,21 +180,29 @@ class Scorer:
         if self._nap.projection.dtype != np.float32:
             # One float64 copy of D shared by SAP and NAP (each would otherwise cast its own).
             diffs = diffs.astype(np.float64)
-        return Scores(
-            recon=recon_score(pathway.x, pathway.x_hat),
-            sap=sap_score(diffs),
-            nap=nap_score(diffs, self._nap),
-            contributions=self._contributions(pathway.x, pathway.x_hat),
+        return _with_density(
+            Scores(
+                recon=recon_score(pathway.x, pathway.x_hat),
+                sap=sap_score(diffs),
+                nap=nap_score(diffs, self._nap),
+                contributions=self._contributions(pathway.x, pathway.x_hat),
+            ),
+            pathway.hidden[-1],
+            self._density,
         )
 
     def _score_fused(self, features: np.ndarray) -> Scores:
         out = self._fused.run(features)  # type: ignore[union-attr]  # a fresh float64 array
         # Column views of it: after the run every further numpy call costs ~1 µs (the step
         # has just streamed its weights through the caches), so no copies here.
-        contributions = out[:, 3:]
+        n_channels = self.bundle.manifest.input.n_channels
+        if out.shape[1] != 3 + n_channels + (0 if self._density is None else self._density.dim):
+            raise BackendError(f"the fused step returned {out.shape[1]} columns per window")
+        contributions = out[:, 3 : 3 + n_channels]
         if self._standardizer is None:
             contributions = error_shares(contributions)
-        return Scores(recon=out[:, 0], sap=out[:, 1], nap=out[:, 2], contributions=contributions)
+        scores = Scores(recon=out[:, 0], sap=out[:, 1], nap=out[:, 2], contributions=contributions)
+        return _with_density(scores, out[:, 3 + n_channels :], self._density)
 
     def score_segments(self, segments: Sequence[Segment]) -> Scores:
         stacked = np.stack([s.samples for s in segments])
@@ -197,7 +217,7 @@ class Scorer:
         """
         got = self.score(self.bundle.canary_inputs)
         worst = 0.0
-        for name in SCORE_NAMES:
+        for name in got.names:
             expected = np.asarray(self.artifact.canary_expected[name])
             values = got.get(name)
             if not np.isfinite(values).all():
@@ -212,6 +232,21 @@ class Scorer:
                 f"{self.artifact.canary_rtol:g}); this runtime does not reproduce the model"
             )
         return worst
+
+
+def _with_density(scores: Scores, codes: np.ndarray, density: LatentDensity | None) -> Scores:
+    """``scores`` plus the density and combined scores of the latent ``codes``."""
+    if density is None:
+        return scores
+    dens, combined = latent_scores(codes, scores.nap, density)
+    return Scores(
+        recon=scores.recon,
+        sap=scores.sap,
+        nap=scores.nap,
+        contributions=scores.contributions,
+        density=dens,
+        combined=combined,
+    )
 
 
 def _standardizer(
@@ -256,7 +291,7 @@ def _fuse(backend: Backend, step: StepMatrices) -> FusedStep | None:
 def _fused_error(got: Scores, ref: Scores, offset: np.ndarray) -> float:
     """Worst error of fused scores against the reference, in units of the tolerance's scale
     (see the module docstring)."""
-    worst = max(relative_error(got.get(name), ref.get(name)) for name in SCORE_NAMES)
+    worst = max(relative_error(got.get(name), ref.get(name)) for name in ref.names)
     scale = np.abs(ref.contributions) + np.abs(offset) + 1.0
     return max(worst, float((np.abs(got.contributions - ref.contributions) / scale).max()))
 

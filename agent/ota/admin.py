@@ -10,7 +10,9 @@ operator's decision, printed here).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from agent.ota.errors import OtaError
 from agent.ota.store import ModelStore
@@ -42,6 +44,38 @@ def _robot_lines(store: ModelStore, robot: str, configured: Sequence[str]) -> li
     if not pointer:
         lines.append("  no bundles installed over the air")
     return lines
+
+
+def model_inventory(
+    state_dir: Path | str, robots: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, Any]:
+    """:func:`list_models` as data (``rapp-agent models --json``): per robot its configured
+    bundles, the bundles installed over the air (pointer entries) and the stored files.
+    Without ``robots``: every robot that has installed bundles, with nothing configured."""
+    store = ModelStore(state_dir)
+    configured = robots if robots is not None else {r: () for r in store.robots()}
+    out: dict[str, Any] = {}
+    for robot, names in configured.items():
+        pointer = store.pointer(robot)
+        active = {e.active for e in pointer.values()}
+        previous = {e.previous for e in pointer.values() if e.previous}
+        out[robot] = {
+            "configured": list(names),
+            "installed": {bid: asdict(entry) for bid, entry in sorted(pointer.items())},
+            "files": [
+                {
+                    "name": path.name,
+                    "bytes": path.stat().st_size,
+                    "role": "active"
+                    if path.stem in active
+                    else "previous"
+                    if path.stem in previous
+                    else None,
+                }
+                for path in store.files(robot)
+            ],
+        }
+    return out
 
 
 def rollback(state_dir: Path | str, robot: str | None, bundle_id: str | None) -> str:

@@ -68,6 +68,8 @@ class ScoredWindow:
     stop: int  # one past its last sample
     alarm_active: bool  # the alarm state after this window
     membership: float | None = None  # confidence when routed without a program id
+    density: float | None = None  # bundles with a latent density (agent.core.density)
+    combined: float | None = None
 
 
 @dataclass
@@ -340,6 +342,8 @@ class RobotPipeline:
                 stop=seg.stop,
                 alarm_active=active,
                 membership=a.membership,
+                density=None if scores.density is None else float(scores.density[i]),
+                combined=None if scores.combined is None else float(scores.combined[i]),
             )
         )
         if event is not None:

@@ -51,9 +51,14 @@ from types import TracebackType
 from typing import Any, Literal, get_args
 
 from agent.core.errors import AgentRuntimeError
-from agent.sinks.spill import DiskTrouble, HeldMessage, Spill, storage_problem
+from agent.sinks.spill import DiskTrouble, HeldMessage, Spill, free_bytes, storage_problem
 
 log = logging.getLogger(__name__)
+# Free space the state disk needs before the outbox leaves the disk-full state. A write can
+# succeed on a full disk (SQLite reuses pages of its log) and the next one fail again; without
+# this margin the state, its log lines and `status.outbox.disk_full` flapped about once a
+# second while the disk stayed full. Held messages are written at every retry regardless.
+RECOVERY_FREE_BYTES = 1 << 20
 Kind = Literal["alarm", "event", "telemetry"]
 KINDS: tuple[str, ...] = get_args(Kind)
 # Lower drains first; within a priority, insertion order.
@@ -420,13 +425,7 @@ class Outbox:
             problem = storage_problem(err)
             if problem is None:
                 raise OutboxError(f"outbox {self.path}: put failed: {err}") from err
-            if self._spill.note(problem):
-                log.error(
-                    "outbox %s: the disk refuses writes (%s); alarms are held in memory and "
-                    "written when it takes them again, telemetry is dropped",
-                    self.path,
-                    problem,
-                )
+            self._refused(problem)
             self._hold(rows)
 
     def _insert(self, conn: sqlite3.Connection, rows: Sequence[HeldMessage], *, replay=False):
@@ -468,17 +467,30 @@ class Outbox:
             problem = storage_problem(err)
             if problem is None:
                 raise OutboxError(f"outbox {self.path}: retry failed: {err}") from err
-            self._spill.note(problem)
+            self._refused(problem)
             return
         was = self._spill.trouble
         self._spill.held.clear()
         self._spill.tombstones.clear()
+        free = free_bytes(self.path.parent)
+        if free is not None and free < RECOVERY_FREE_BYTES:
+            return  # written, but the disk is still (nearly) full: stay in the state
         self._spill.recovered()
         if was is not None:
             log.warning(
                 "outbox %s: the disk takes writes again; %d held message(s) written",
                 self.path,
                 len(held),
+            )
+
+    def _refused(self, problem: str) -> None:
+        """Record a refused write; the first one of an episode is logged."""
+        if self._spill.note(problem):
+            log.error(
+                "outbox %s: the disk refuses writes (%s); alarms are held in memory and "
+                "written when it takes them again, telemetry is dropped",
+                self.path,
+                problem,
             )
 
     def add_put_listener(self, listener: Callable[[], None]) -> None:
@@ -576,7 +588,7 @@ class Outbox:
                         f"outbox {self.path}: ack of {msg_id!r} failed: {err}"
                     ) from err
                 # Delivered but not deletable: never offer it again, delete it later.
-                self._spill.note(problem)
+                self._refused(problem)
                 self._spill.tombstones.add(msg_id)
                 return True
         return deleted > 0

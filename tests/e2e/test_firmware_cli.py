@@ -68,12 +68,20 @@ def test_simulate_rejects_bad_fault(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "fault kind 'rust': unknown" in capsys.readouterr().err
 
 
-def test_golden_check_and_regenerate(tmp_path: Path) -> None:
+def test_golden_check_and_regenerate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["golden", "--check", "--out", str(GOLDEN_DIR)]) == 0
-    assert main(["golden", "--check", "--out", str(tmp_path)]) == 1
+    # a directory without any vectors is a wrong --out (bad input), not stale vectors
+    assert main(["golden", "--check", "--out", str(tmp_path)]) == 2
+    assert f"no golden files in {tmp_path}" in capsys.readouterr().err
     assert main(["golden", "--out", str(tmp_path)]) == 0
     for name in ("frames.json", "cobs.json", "crc.json"):
         assert (tmp_path / name).read_bytes() == (GOLDEN_DIR / name).read_bytes()
+    (tmp_path / "crc.json").unlink()
+    (tmp_path / "frames.json").write_text("[]\n")
+    capsys.readouterr()
+    assert main(["golden", "--check", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "missing crc.json; out of date frames.json" in err
 
 
 def test_emulate_with_bad_arguments_exits_2(

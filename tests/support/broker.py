@@ -213,6 +213,7 @@ class MosquittoSub:
         self.qos = qos
         self.client_id = f"test-sub-{uuid.uuid4().hex[:12]}"
         self._probe_topic = f"test-sync/{self.client_id}"
+        self._probe_token = b""
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._cond = threading.Condition()
@@ -259,6 +260,10 @@ class MosquittoSub:
         return self
 
     def _sync(self, timeout: float) -> None:
+        """Return once a probe published now has come back: everything published before it
+        on the broker has been delivered. Each call waits for its own token (an older
+        probe still in the buffer must not count)."""
+        self._probe_token = uuid.uuid4().hex.encode()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
@@ -266,7 +271,7 @@ class MosquittoSub:
             with contextlib.suppress(OSError):
                 publish.single(
                     self._probe_topic,
-                    b"probe",
+                    self._probe_token,
                     qos=0,
                     hostname=self.broker.host,
                     port=self.broker.port,
@@ -303,7 +308,7 @@ class MosquittoSub:
         return predicate(m)
 
     def _is_probe(self, m: Message) -> bool:
-        return m.topic == self._probe_topic
+        return m.topic == self._probe_topic and m.payload == self._probe_token
 
     def wait_for(
         self,

@@ -32,6 +32,7 @@ from agent.core.errors import AgentError
 from agent.core.errors import exit_code as agent_exit_code
 from agent.core.scoring import Scorer, Scores
 from agent.ota.hooks import STEPS, OtaHooks
+from firmware_config.cli_conventions import report_error
 from firmware_config.errors import FirmwareError
 from firmware_config.errors import exit_code as firmware_exit_code
 
@@ -105,8 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_daemon(args.config, ota_hooks=hooks)
     except (AgentError, FirmwareError) as err:  # as `rapp-agent run` reports them
         code = agent_exit_code(err) if isinstance(err, AgentError) else firmware_exit_code(err)
-        what = "configuration error: " if code == 2 else ""
-        print(f"rapp-agent run: {what}{err}", file=sys.stderr)
+        report_error("rapp-agent", "run", err, code, "configuration error")
         return code
 
 

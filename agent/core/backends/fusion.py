@@ -7,6 +7,10 @@ folds into one concatenation, one GEMM and one affine map (see docs/architecture
     z  = (D − μ) W                                       NAP projection          (N × k)
     R  = [D | x̂ − x (if layer 0 is not in D) | x − m (standardized attribution) | z]
     Y  = max(0, (R ⊙ R) · reduce − offset)               (N × (3 + C))
+    out = [Y | h_L] for bundles with a latent density, else Y
+
+(the latent code h_L rides along so the density score, agent.core.density, is computed from
+the same run.)
 
 (R is never materialized: each block's squares go through its own rows of ``reduce``, each
 GEMM adding onto the last — on the shipped model that beat one concatenation by ~5 %.)
@@ -48,6 +52,7 @@ class StepMatrices:
     reduce: np.ndarray  # (rows of R) × (3 + C)
     offset: np.ndarray  # (3 + C,)
     blocks: tuple[int, ...]  # widths of R's blocks, in order: M, [F,] [F,] k
+    latent_width: int = 0  # width of h_L appended to the output (0: none)
 
     def block_rows(self) -> list[slice]:
         """The rows of ``reduce`` that belong to each block of R."""
@@ -58,8 +63,8 @@ class StepMatrices:
 
     @property
     def width(self) -> int:
-        """Columns of the step's output: recon, sap, nap, then one per channel."""
-        return int(self.reduce.shape[1])
+        """Columns of the step's output: recon, sap, nap, one per channel, then h_L."""
+        return int(self.reduce.shape[1]) + self.latent_width
 
 
 def step_matrices(
@@ -69,6 +74,7 @@ def step_matrices(
     weights: np.ndarray,
     feature_channel: np.ndarray,
     standardizer: ChannelStandardizer | None,
+    latent: bool = False,
 ) -> StepMatrices:
     """Fold the scoring step's parameters into :class:`StepMatrices`.
 
@@ -112,6 +118,7 @@ def step_matrices(
         reduce=reduce.astype(np.float32),
         offset=offset.astype(np.float32),
         blocks=blocks,
+        latent_width=int(widths[-1]) if latent else 0,
     )
 
 
@@ -121,4 +128,4 @@ class FusedStep(ABC):
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
         """Feature vectors (N × F) → a new float64 array (N × width): columns recon, sap,
-        nap and the per-channel attribution of :class:`StepMatrices`."""
+        nap, the per-channel attribution of :class:`StepMatrices` and h_L if requested."""

@@ -21,7 +21,8 @@ OUTPUT = PREFIX + "scores"
 
 
 def append_step(model: bytes, io: PathwayIO, step: StepMatrices) -> bytes:
-    """``model`` with the step's nodes added and one more output, :data:`OUTPUT` (N × (3 + C))."""
+    """``model`` with the step's nodes added and one more output, :data:`OUTPUT`
+    (N × (3 + C [+ latent width]))."""
     hidden = [io.input, *io.hidden]
     hidden_hat = [io.x_hat, *io.hidden_hat]
     nodes: list[bytes] = []
@@ -53,7 +54,11 @@ def append_step(model: bytes, io: PathwayIO, step: StepMatrices) -> bytes:
     for i, (block, rows) in enumerate(zip(blocks, step.block_rows(), strict=True)):
         squares = add("Mul", [block, block], f"squares_{i}")
         y = add("Gemm", [squares, const(f"reduce_{i}", step.reduce[rows]), y], f"y_{i}")
-    nodes.append(wire.node("Relu", [y], [OUTPUT], OUTPUT))
+    if step.latent_width:
+        scores = add("Relu", [y], "y")
+        nodes.append(wire.node("Concat", [scores, hidden[-1]], [OUTPUT], OUTPUT, (axis,)))
+    else:
+        nodes.append(wire.node("Relu", [y], [OUTPUT], OUTPUT))
     return model + wire.graph_extension(
         nodes, initializers, [wire.float_output(OUTPUT, (None, step.width))]
     )

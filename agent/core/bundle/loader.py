@@ -37,6 +37,7 @@ from agent.core.bundle.manifest import (
     Manifest,
     parse_manifest,
 )
+from agent.core.density import DensityError, LatentDensity
 from agent.core.features import Normalization
 from agent.core.rapp import NapParams
 
@@ -60,6 +61,7 @@ class LoadedArtifact:
     spec: ArtifactSpec
     model: bytes
     nap: NapParams
+    density: LatentDensity | None = None
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,17 @@ def load_bundle_files(
             singular_values=s.astype(np.float64),
             rtol=manifest.rtol if manifest.rtol is not None else 0.0,
         )
-        loaded[artifact.id] = LoadedArtifact(artifact, files[artifact.path], nap)
+        try:
+            density = LatentDensity.from_arrays(arrays, artifact.id)
+        except DensityError as err:
+            raise BundleError(f"{ARRAYS_NAME}: {err}") from err
+        has_density = density is not None
+        if has_density != ("density" in artifact.thresholds):
+            raise BundleError(
+                f"{MANIFEST_NAME}: artifacts[{artifact.id}] has density "
+                f"{'arrays but no thresholds' if has_density else 'thresholds but no arrays'}"
+            )
+        loaded[artifact.id] = LoadedArtifact(artifact, files[artifact.path], nap, density)
     canary = _array(arrays, "canary_x", (None, n_feat)).astype(np.float32)
     for artifact in manifest.artifacts:
         for name, values in artifact.canary_expected.items():

@@ -24,6 +24,10 @@ REPORT_NAME = "report.json"
 ARTIFACT_FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
 SCORE_NAMES = ("recon", "sap", "nap")
+# Scores of bundles with a latent density (agent.core.density): optional in thresholds and
+# canaries, and then the bundle's default alarm score.
+DENSITY_SCORE_NAMES = ("density", "combined")
+ALL_SCORE_NAMES = (*SCORE_NAMES, *DENSITY_SCORE_NAMES)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -210,7 +214,9 @@ def _parse_io(obj: Mapping[str, Any], n_layers: int, where: str) -> PathwayIO:
 
 def _parse_scores(obj: Any, where: str) -> dict[str, float]:
     out = {}
-    for name in SCORE_NAMES:
+    for name in ALL_SCORE_NAMES:
+        if name in DENSITY_SCORE_NAMES and name not in obj:
+            continue
         value = _field(obj, name, float, where)
         if not value == value or value in (float("inf"), float("-inf")):  # NaN or inf
             raise _fail(f"{where}.{name}", f"= {value!r}: must be a finite number")
@@ -229,7 +235,8 @@ def _parse_artifact(obj: Mapping[str, Any], n_layers: int, index: int) -> Artifa
     canary = _field(obj, "canary", Mapping, where)
     expected = {
         name: tuple(float(v) for v in _field(canary, name, list, f"{where}.canary"))
-        for name in SCORE_NAMES
+        for name in ALL_SCORE_NAMES
+        if name in SCORE_NAMES or name in canary
     }
     nap_k = _field(obj, "nap_k", int, where)
     if nap_k < 1:
@@ -257,7 +264,7 @@ def _parse_alarm(obj: Mapping[str, Any], spec: FeatureSpec) -> AlarmDefaults:
         if clear_windows < 1:
             raise _fail("alarm.clear_windows", f"= {clear_windows}: must be ≥ 1")
     alarm = AlarmDefaults(
-        score=_choice(obj, "score", SCORE_NAMES, where),
+        score=_choice(obj, "score", ALL_SCORE_NAMES, where),
         ewma_alpha=_field(obj, "ewma_alpha", float, where),
         debounce_k=_field(obj, "debounce_k", int, where),
         debounce_n=_field(obj, "debounce_n", int, where),

@@ -6,6 +6,12 @@ the outbox uses it as the message id, so subscribers can drop redeliveries), ``d
 ``ts`` (UTC, RFC 3339 with milliseconds). JSON has no NaN: non-finite numbers become ``null``
 where the schema allows it and are an error elsewhere.
 
+Number types are part of the contract: counts, sequence numbers and byte sizes are JSON
+integers; program ids are strings (as in the frames' program id, ``"3"``); every other number
+(scores, thresholds, ratios, shares, drift indicators, ages) is rounded to
+:data:`SIGNIFICANT_DIGITS` significant digits — a float32 model's scores carry no more, and
+subscribers get ``0.123457`` instead of ``0.12345678912345678``.
+
 Usage::
 
     ident = AgentIdentity.create("cell7", agent_version="0.1.0")
@@ -47,6 +53,11 @@ OtaState = Literal[
     "rolled_back",
 ]
 SCHEMA_NAMES = ("alarm", "alarm_active", "score", "status", "meta", "ota_status")
+SIGNIFICANT_DIGITS = 6
+# Drift indicators (agent/pipeline/drift.py reports every one as a float) that are counts or
+# program ids; the rest are measurements and get SIGNIFICANT_DIGITS.
+DRIFT_COUNTS = frozenset({"recent_windows", "windows"})
+DRIFT_PROGRAMS = frozenset({"last_unknown_program"})
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -72,14 +83,29 @@ def iso_utc(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rounded(x: float) -> float:
+    """``x`` at :data:`SIGNIFICANT_DIGITS` significant digits (finite ``x`` only)."""
+    return float(f"{float(x):.{SIGNIFICANT_DIGITS}g}")
+
+
 def _finite_or_none(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
+    return None if x is None or not math.isfinite(x) else rounded(x)
 
 
 def _finite(name: str, x: float) -> float:
     if not math.isfinite(x):
         raise PayloadError(f"{name} = {x!r}: must be finite")
-    return float(x)
+    return rounded(x)
+
+
+def _drift_entry(key: str, value: float | None) -> float | int | str | None:
+    if value is None or not math.isfinite(value):
+        return None
+    if key in DRIFT_COUNTS:
+        return int(value)
+    if key in DRIFT_PROGRAMS:
+        return str(int(value))
+    return rounded(value)
 
 
 def _model(model: ModelRef) -> dict[str, str]:
@@ -88,7 +114,11 @@ def _model(model: ModelRef) -> dict[str, str]:
 
 def _contributions(items: Sequence[ChannelContribution]) -> list[dict[str, Any]]:
     return [
-        {"channel": c.channel, "value": c.value, "share": min(max(c.share, 0.0), 1.0)}
+        {
+            "channel": c.channel,
+            "value": _finite("contribution value", c.value),
+            "share": rounded(min(max(c.share, 0.0), 1.0)),
+        }
         for c in items
     ]
 
@@ -360,7 +390,9 @@ def _outbox_entry(outbox: OutboxStats | None, now: float) -> dict[str, Any]:
     if outbox is None:
         return {"depth": {"alarm": 0, "event": 0, "telemetry": 0}, "telemetry_dropped": 0,
                 "oldest_age_s": None, "held_in_memory": 0, "disk_full": None}  # fmt: skip
-    oldest = None if outbox.oldest_created is None else max(0.0, now - outbox.oldest_created)
+    oldest = (
+        None if outbox.oldest_created is None else rounded(max(0.0, now - outbox.oldest_created))
+    )
     storage = outbox.storage
     return {
         "depth": {"alarm": outbox.alarm, "event": outbox.event, "telemetry": outbox.telemetry},
@@ -413,7 +445,7 @@ def build_status(
             "windows": {k: int(v) for k, v in health.windows.items()},
         }
         if health.drift is not None or health.retraining_advised:
-            drift = {k: _finite_or_none(v) for k, v in (health.drift or {}).items()}
+            drift: dict[str, Any] = {k: _drift_entry(k, v) for k, v in (health.drift or {}).items()}
             drift["retraining_advised"] = health.retraining_advised
             entry["drift"] = drift
         robot_entries[name] = entry

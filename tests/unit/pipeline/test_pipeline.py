@@ -66,10 +66,12 @@ def test_score_csv_columns_and_alarm_flags(bundle_path, recordings, tmp_path):
     rows = read_scores(out)
     assert list(rows[0]) == [
         "window", "start", "stop", "time_start_s", "time_end_s", "program", "recon", "sap",
-        "nap", "score", "threshold", "above", "smoothed", "alarm", "top_channel", "label",
+        "nap", "density", "combined", "score", "threshold", "above", "smoothed", "alarm",
+        "top_channel", "label",
     ]  # fmt: skip
     for row in rows:
         assert int(row["above"]) == int(float(row["score"]) >= float(row["threshold"]))
+        assert float(row["density"]) > 0 and float(row["combined"]) > float(row["density"])
     normal = [r for r in rows if not r["label"]]
     assert sum(r["alarm"] == "1" for r in normal) <= 0.02 * len(normal)
     faulted = [r for r in rows if r["label"] and r["alarm"] == "1"]
@@ -99,10 +101,24 @@ def test_training_is_deterministic(trained_model):
     assert hist_a["val_loss"] == hist_b["val_loss"]
 
 
-def test_fidelity_floor_fails_the_build(trained_model, calibration_segments):
-    strict = BuildSettings(bundle_id="strict", min_spearman=1.01)
+def test_fidelity_floor_fails_the_build_without_fallback(trained_model, calibration_segments):
+    strict = BuildSettings(bundle_id="strict", min_spearman=1.01, int8_fallback=False)
     with pytest.raises(ExportError, match="int8 fidelity below the floor"):
         build_bundle(trained_model, calibration_segments, strict)
+
+
+def test_an_int8_artifact_below_the_floor_is_left_out_with_a_note(
+    trained_model, calibration_segments
+):
+    built = build_bundle(
+        trained_model, calibration_segments, BuildSettings(bundle_id="fb", min_spearman=1.01)
+    )
+    gate = built.report["fidelity"]["onnx-int8"]
+    assert gate["passed"] is False and "fp32" in gate["note"]
+    assert "spearman_nap_shifted_normal" in gate
+    assert [a["id"] for a in built.manifest["artifacts"]] == ["onnx-fp32"]
+    bundle = load_bundle(built.data)
+    assert set(bundle.artifacts) == {"onnx-fp32"}
 
 
 def test_int8_default_is_w8a16_gated_at_the_spec_targets(built_bundle):
@@ -179,8 +195,9 @@ def test_cli_train_and_build(recordings, tmp_path, capsys):
     argv = ["build", "--model", str(model_dir), "--calibration", str(recordings["calib"])]
     assert main([*argv, "--out", str(out), "--no-int8"]) == 0
     assert set(load_bundle(out).artifacts) == {"onnx-fp32"}
+    # a model directory that does not exist is bad input (exit 2), as in every command
     assert (
-        main(["build", "--model", str(tmp_path / "nope"), "--calibration", "x", "--out", "y"]) == 1
+        main(["build", "--model", str(tmp_path / "nope"), "--calibration", "x", "--out", "y"]) == 2
     )
     assert "not a trained model directory" in capsys.readouterr().err
 

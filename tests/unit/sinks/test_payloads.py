@@ -56,7 +56,8 @@ def test_alarm_payloads_validate(validators: Validators) -> None:
     check(validators, "alarm", p_raise)
     check(validators, "alarm", p_clear)
     assert p_raise["id"] == raised.id and p_clear["raise_id"] == raised.id
-    assert p_raise["contributions"][0] == {"channel": "a1", "value": 2.0, "share": 2 / 3}
+    # shares at the payloads' 6 significant digits (2/3 -> 0.666667)
+    assert p_raise["contributions"][0] == {"channel": "a1", "value": 2.0, "share": 0.666667}
     assert p_raise["window"]["start"] == "2023-11-14T22:15:00.000Z"
     # the schema is not vacuous: a clear without raise_id, or a raise with one, is invalid
     bad_clear = {k: v for k, v in p_clear.items() if k != "raise_id"}
