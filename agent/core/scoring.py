@@ -201,8 +201,11 @@ class Scorer:
         contributions = out[:, 3 : 3 + n_channels]
         if self._standardizer is None:
             contributions = error_shares(contributions)
-        scores = Scores(recon=out[:, 0], sap=out[:, 1], nap=out[:, 2], contributions=contributions)
-        return _with_density(scores, out[:, 3 + n_channels :], self._density)
+        nap = out[:, 2]
+        density = combined = None
+        if self._density is not None:
+            density, combined = latent_scores(out[:, 3 + n_channels :], nap, self._density)
+        return Scores(out[:, 0], out[:, 1], nap, contributions, density, combined)
 
     def score_segments(self, segments: Sequence[Segment]) -> Scores:
         stacked = np.stack([s.samples for s in segments])

@@ -242,11 +242,17 @@ def load_bundle_files(
         except DensityError as err:
             raise BundleError(f"{ARRAYS_NAME}: {err}") from err
         has_density = density is not None
-        if has_density != ("density" in artifact.thresholds):
-            raise BundleError(
-                f"{MANIFEST_NAME}: artifacts[{artifact.id}] has density "
-                f"{'arrays but no thresholds' if has_density else 'thresholds but no arrays'}"
-            )
+        declared = {"density", "combined"}
+        for what, names in (
+            ("thresholds", artifact.thresholds),
+            ("canary", artifact.canary_expected),
+        ):
+            if has_density != declared.issubset(names):
+                raise BundleError(
+                    f"{MANIFEST_NAME}: artifacts[{artifact.id}] has density "
+                    f"{f'arrays but no {what}' if has_density else f'{what} but no arrays'}"
+                    "; rebuild the bundle"
+                )
         loaded[artifact.id] = LoadedArtifact(artifact, files[artifact.path], nap, density)
     canary = _array(arrays, "canary_x", (None, n_feat)).astype(np.float32)
     for artifact in manifest.artifacts:

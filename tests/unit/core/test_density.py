@@ -93,3 +93,22 @@ def test_the_one_window_path_equals_the_batch_path() -> None:
         density, combined = latent_scores(probes[i : i + 1], nap[i : i + 1], params)
         np.testing.assert_allclose(density, batch_density[i : i + 1], rtol=1e-12)
         np.testing.assert_allclose(combined, batch_combined[i : i + 1], rtol=1e-12)
+
+
+def test_a_bundle_with_density_arrays_but_no_density_canary_is_refused(built_bundle) -> None:
+    """A manifest that drops the density canary (but keeps the arrays) cannot reach a
+    scorer that would look the canary up: the loader names the mismatch."""
+    import json
+
+    from agent.core.bundle import load_bundle
+    from agent.core.bundle.archive import pack_archive, read_archive
+    from agent.core.bundle.errors import BundleError
+    from agent.core.bundle.manifest import MANIFEST_NAME
+
+    files = dict(read_archive(built_bundle.data))
+    manifest = json.loads(files[MANIFEST_NAME])
+    for artifact in manifest["artifacts"]:
+        del artifact["canary"]["density"], artifact["canary"]["combined"]
+    files[MANIFEST_NAME] = json.dumps(manifest).encode()
+    with pytest.raises(BundleError, match="arrays but no canary"):
+        load_bundle(pack_archive(files))
