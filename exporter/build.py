@@ -42,9 +42,8 @@ from agent.core.bundle.manifest import (
 from agent.core.density import (
     LatentDensity,
     calibrate,
-    combined_score,
-    density_score,
     fit_latent_density,
+    latent_scores,
 )
 from agent.core.features import FeatureSpec, segment_features
 from agent.core.rapp import (
@@ -191,8 +190,7 @@ def _scores(
         "nap": nap_score(diffs, nap),
     }
     if density is not None:
-        out["density"] = density_score(hidden[-1], density)
-        out["combined"] = combined_score(out["nap"], out["density"], density)
+        out["density"], out["combined"] = latent_scores(hidden[-1], out["nap"], density)
     return out
 
 
@@ -383,16 +381,16 @@ def build_bundle(
         nap = fit_nap(pathway_differences(fit_h, fit_hh, layers), rtol)
         hold_h = tuple(h[hold_idx] for h in hidden)
         hold_hh = tuple(h[hold_idx] for h in hidden_hat)
+        held = _scores(hold_h, hold_hh, layers, nap)
         density = None
         if settings.density:
             # Histograms on the training codes (else the fit half), their scales on the held
             # half, like NAP's threshold.
-            nap_hold = _scores(hold_h, hold_hh, layers, nap)["nap"]
             reference = trained.latent_reference
             codes = fit_h[-1] if reference is None or len(reference) < 2 else reference
-            density = calibrate(nap_hold, hold_h[-1], fit_latent_density(codes))
+            density = calibrate(held["nap"], hold_h[-1], fit_latent_density(codes))
             arrays.update(density.arrays(cand.id))
-        held = _scores(hold_h, hold_hh, layers, nap, density)
+            held["density"], held["combined"] = latent_scores(hold_h[-1], held["nap"], density)
         if cand.precision == "fp32" and canary_x is None:
             err = np.square(hidden_hat[0][hold_idx] - hidden[0][hold_idx]).mean(axis=0)
             arrays["recon_scale"] = np.maximum(err, 1e-12).astype(np.float32)

@@ -4,8 +4,8 @@ One quantile of one pooled calibration set does not transfer: healthy recordings
 same machine differ in level, and a 0.999 quantile of a few thousand windows is itself a
 noisy estimate. Here the threshold is chosen per score as follows:
 
-1. The target rate (false alarms per hour of operation; default
-   :data:`DEFAULT_FALSE_ALARMS_PER_DAY` per 24 h) becomes an exceedance probability per
+1. The target rate (false alarms per hour of operation, e.g. 1 per 24 h; opt-in with
+   ``rapp-export build --false-alarms-per-day``) becomes an exceedance probability per
    decision interval, ``p = rate · max(hop, 2.5 s) / 3600`` (an alarm cannot raise, clear
    and raise again faster than its clear hold), applied per window — conservative, since an
    alarm needs several windows over the threshold (debounce).
@@ -32,7 +32,6 @@ import numpy as np
 
 from exporter.errors import ExportInputError
 
-DEFAULT_FALSE_ALARMS_PER_DAY = 1.0
 TAIL_QUANTILE = 0.9
 MIN_TAIL_POINTS = 10
 MIN_GROUPS = 4

@@ -88,7 +88,7 @@ class LatentDensity:
 
     @cached_property
     def rows(self) -> _RowTables:
-        """The parameters as Python floats, for the one-window path (:func:`raw_components`)."""
+        """The parameters as Python floats, for the one-window path (:func:`latent_scores`)."""
         return _RowTables(
             low=self.low.tolist(),
             width=self.width.tolist(),
@@ -155,7 +155,8 @@ class _RowTables:
 
 
 def _row_components(code: list[float], t: _RowTables) -> tuple[float, float]:
-    """:func:`raw_components` of one code with Python floats: the same operations in the
+    """:func:`raw_components` of one code with Python floats (for :func:`latent_scores`):
+    the same operations in the
     same order (tests hold the two paths to 1e-12). The live path scores one window at a
     time, where some twenty numpy calls on 12 numbers cost ~5× this loop."""
     histogram = 0.0
@@ -206,9 +207,6 @@ def fit_latent_density(codes: np.ndarray, bins: int = DEFAULT_BINS) -> LatentDen
 def raw_components(codes: np.ndarray, params: LatentDensity) -> tuple[np.ndarray, np.ndarray]:
     """Histogram NLL and Gaussian log distance (uncalibrated) for every code."""
     z = _codes(codes, params.dim)
-    if len(z) == 1:
-        histogram, gaussian = _row_components(z[0].tolist(), params.rows)
-        return np.array([histogram]), np.array([gaussian])
     bins = params.log_density.shape[1]
     position = (z - params.low) / params.width
     index = np.floor(position)
@@ -246,13 +244,7 @@ def _log_nap(nap: np.ndarray) -> np.ndarray:
 
 def density_score(codes: np.ndarray, params: LatentDensity) -> np.ndarray:
     """exp of the mean of the calibrated histogram and Gaussian components."""
-    z = _codes(codes, params.dim)
-    centre, spread = params.rows_scale
-    if len(z) == 1:
-        histogram, gaussian = _row_components(z[0].tolist(), params.rows)
-        level = 0.5 * ((histogram - centre[1]) / spread[1] + (gaussian - centre[2]) / spread[2])
-        return np.array([math.exp(min(level, MAX_LEVEL))])
-    histogram, gaussian = raw_components(z, params)
+    histogram, gaussian = raw_components(codes, params)
     level = 0.5 * (_scaled(histogram, params, 1) + _scaled(gaussian, params, 2))
     return np.exp(np.minimum(level, MAX_LEVEL))
 
@@ -260,10 +252,6 @@ def density_score(codes: np.ndarray, params: LatentDensity) -> np.ndarray:
 def combined_score(nap: np.ndarray, density: np.ndarray, params: LatentDensity) -> np.ndarray:
     """NAP on its calibrated scale, exp((log NAP − median) / spread), plus the density: a
     soft maximum of the two views, so a fault that only one of them sees is not diluted."""
-    if len(density) == 1:
-        centre, spread = params.rows_scale
-        level = (math.log(float(nap[0]) + 1e-12) - centre[0]) / spread[0]
-        return np.array([math.exp(min(level, MAX_LEVEL)) + float(density[0])])
     return np.exp(np.minimum(_scaled(_log_nap(nap), params, 0), MAX_LEVEL)) + density
 
 
