@@ -54,6 +54,7 @@ class DriftConfig:
     ks_limit: float = 0.5
     capture_dir: str = ""  # empty: no capture
     capture_max_windows: int = 4096
+    capture_max_mb: float = 256.0  # disk budget of the capture directory
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ def _parse_drift(t: Table | None, base_dir: Path | None) -> DriftConfig:
         ks_limit=t.get("ks_limit", float, 0.5, check=in_range(0.01, 1.0)),
         capture_dir=str(t.path("capture_dir", base_dir) or ""),
         capture_max_windows=t.get("capture_max_windows", int, 4096, check=in_range(1, 10_000_000)),
+        capture_max_mb=t.get("capture_max_mb", float, 256.0, check=in_range(0.1, 1_000_000.0)),
     )
     t.done()
     if drift.min_windows > drift.window:

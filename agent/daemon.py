@@ -64,7 +64,9 @@ def pipeline_options(robot: RobotConfig) -> PipelineOptions:
     capture = None
     if d.capture_dir:
         try:
-            capture = WindowCapture.open(d.capture_dir, d.capture_max_windows)
+            capture = WindowCapture.open(
+                d.capture_dir, d.capture_max_windows, max_bytes=int(d.capture_max_mb * 2**20)
+            )
         except DriftError as err:
             raise ConfigError(f"robots[{robot.id}].drift.capture_dir: {err}") from err
     return PipelineOptions(

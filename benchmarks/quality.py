@@ -12,11 +12,20 @@ them — and collects their results:
   figures) → ``<out>/cnc_quality.json`` + ``.md``. The data lives beside the repository
   (``../shared/data/cnc-mill-tool-wear``), not in it: without it this part is reported as
   skipped, never faked.
-- :mod:`benchmarks.sim_report` on the shipped default bundle (AUROC per simulated fault type,
-  attribution, alarm delays, false alarms; score-trace plots with thresholds and fault onsets)
-  → ``<out>/sim_report/``.
-``<out>/quality.json`` and ``<out>/quality.md`` hold the combined tables; the digit protocol
-(:mod:`benchmarks.digits`) writes its own, and ``SUMMARY.md`` shows all three.
+- :mod:`benchmarks.sim_report` on the bundle (``--bundle``, default the shipped
+  ``agent/data/default.rapp``): AUROC per simulated fault type of the bundle's scores and of
+  IsolationForest/PCA on the same windows, attribution, alarm events (precision, recall, delay,
+  false alarms per hour); score-trace plots with thresholds and fault onsets
+  → ``<out>/sim_report/``;
+- :mod:`benchmarks.sim_healthy` on the same bundle: long healthy runs (5 seeds × 2 h, warm-up
+  drift, program changes) counted with the agent's alarm logic, and one fault episode per
+  kind → ``<out>/sim_healthy.json`` + ``.md``.
+
+``<out>/quality.json`` and ``<out>/quality.md`` hold the combined tables, headed by the one
+quality table of every task (:func:`quality_table`: NAP, combined, IsolationForest and PCA
+AUROC on the same windows, event precision/recall, delay, false alarms per hour; default flags
+of each evaluation). The digit protocol (:mod:`benchmarks.digits`) writes its own results; its
+rows join the table when ``<out>/digits.json`` exists (``SUMMARY.md`` always has them).
 """
 
 from __future__ import annotations
@@ -47,6 +56,12 @@ CNC_DATA = ROOT.parent / "shared" / "data" / "cnc-mill-tool-wear"
 SHIPPED_BUNDLE = ROOT / "agent" / "data" / "default.rapp"
 SCORES = ("recon", "sap", "nap")
 LABEL = {"recon": "Recon", "sap": "SAP", "nap": "NAP"}
+# The quality table's AUROC columns: the bundle's NAP and combined score, and the baselines on
+# the very same windows.
+TABLE_SCORES = ("nap", "combined", "iforest", "pca")
+BASELINES = ("iforest", "pca")
+# The agent runs int8 by default: the simulator's alarm events are those of the int8 artifact.
+EVENT_PRECISION = "int8"
 
 
 def run_module(module: str, *args: str) -> None:
@@ -79,12 +94,137 @@ def run_cnc(out: Path, data: Path, quick: bool) -> dict[str, Any]:
     return json.loads(target.read_text())
 
 
-def run_sim(out: Path, quick: bool) -> dict[str, Any]:
+def reuse_cnc(out: Path, results: Path) -> dict[str, Any]:
+    """A finished cnc_eval run's results, copied to ``<out>/cnc_quality.json`` (+ .md)."""
+    target = out / "cnc_quality.json"
+    text = results.read_text()
+    if results.resolve() != target.resolve():
+        write_text(target, text)
+        report = results.with_suffix(".md")
+        if report.exists():
+            write_text(target.with_suffix(".md"), report.read_text())
+    return json.loads(text)
+
+
+def run_sim(out: Path, quick: bool, bundle_path: Path = SHIPPED_BUNDLE) -> dict[str, Any]:
     target = out / "sim_report"
-    bundle, folder = (os.path.relpath(p, ROOT) for p in (SHIPPED_BUNDLE, target))
+    bundle, folder = (os.path.relpath(p, ROOT) for p in (bundle_path, target))
     args = ["--bundle", bundle, "--out", folder, "--seed", "0"]
     run_module("benchmarks.sim_report", *args, *(["--quick"] if quick else []))
     return json.loads((target / "report.json").read_text())
+
+
+def run_healthy(
+    out: Path, quick: bool, bundle_path: Path = SHIPPED_BUNDLE, cache: Path | None = None
+) -> dict[str, Any]:
+    args = ["--bundle", os.path.relpath(bundle_path, ROOT), "--out", str(out)]
+    args += ["--cache", str(cache)] if cache is not None else []
+    run_module("benchmarks.sim_healthy", *args, *(["--quick"] if quick else []))
+    report = json.loads((out / "sim_healthy.json").read_text())
+    return {k: v for k, v in report.items() if k != "machine"}
+
+
+# --------------------------------------------------------------------------- the quality table
+
+
+def _auroc(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _events(e: dict[str, Any] | None) -> list[str]:
+    """Event precision, recall, mean delay, false alarms per hour (– where not measured)."""
+    if not e:
+        return ["–", "–", "–", "–"]
+    delay = e.get("delay_s")
+    return [
+        _auroc(e.get("precision")),
+        _auroc(e.get("recall")),
+        "–" if not delay else f"{delay['mean']:.1f}",
+        "–" if e.get("false_alarms_per_hour") is None else f"{e['false_alarms_per_hour']:.2f}",
+    ]
+
+
+def task_aurocs(
+    quality: dict[str, Any], digits: dict[str, Any] | None
+) -> list[tuple[str, dict[str, float | None], dict[str, Any] | None]]:
+    """(task, {score: window AUROC fp32}, alarm events or None) for every task of the table."""
+    tasks: list[tuple[str, dict[str, float | None], dict[str, Any] | None]] = []
+    for task, result in quality["cnc"].get("tasks", {}).items():
+        fp32 = result["summary"]["window"]["fp32"]
+        tasks.append(
+            (
+                f"CNC {task.upper()}",
+                {n: fp32[n]["mean"] if n in fp32 else None for n in TABLE_SCORES},
+                None,
+            )
+        )
+    for fault in quality["sim"]["faults"]:
+        res = fault["results"]
+        events = res.get(EVENT_PRECISION, res["fp32"]).get("events")
+        aurocs = {n: res["fp32"].get(f"auroc_{n}") for n in TABLE_SCORES}
+        tasks.append((f"simulator {fault['kind']} (J{fault['axis']})", aurocs, events))
+    if digits:
+        for protocol, summary in digits["summary"].items():
+            fp32 = summary["fp32"]
+            aurocs = {n: fp32[n]["mean"] if n in fp32 else None for n in TABLE_SCORES}
+            tasks.append((f"digits {protocol}", aurocs, None))
+    return tasks
+
+
+def quality_table(quality: dict[str, Any], digits: dict[str, Any] | None) -> list[str]:
+    """The one quality table: every task, its AUROCs on the same windows and alarm events."""
+    rows = [
+        [task, *(_auroc(aurocs[n]) for n in TABLE_SCORES), *_events(events)]
+        for task, aurocs, events in task_aurocs(quality, digits)
+    ]
+    healthy = quality.get("healthy")
+    if healthy:
+        s, plan = healthy["summary"], healthy["plan"]
+        rows.append(
+            [
+                f"simulator healthy, {s['seeds']} seeds × {plan['seconds'] / 3600:.3g} h "
+                "(drift, program changes)",
+                "–",
+                "–",
+                "–",
+                "–",
+                "–",
+                "–",
+                "–",
+                f"{s['false_alarms_per_hour']:.2f} ({s['alarms']} alarms; ≤ "
+                f"{s['false_alarms_per_hour_upper_95']:.2f} at 95 %)",
+            ]
+        )
+    lines = md_table(
+        [
+            "task",
+            "NAP",
+            "combined",
+            "IsolationForest",
+            "PCA",
+            "event precision",
+            "event recall",
+            "delay s",
+            "false alarms/h",
+        ],
+        rows,
+        "lrrrrrrrr",
+    )
+    bundle = quality["sim"]["bundle"]
+    return [
+        *lines,
+        "",
+        "Window AUROC, fp32, on the very same windows for every column (CNC: mean over seed × "
+        "fold runs of `benchmarks.cnc_eval`'s default configuration, baselines fitted on each "
+        "fold's training windows; simulator: bundle "
+        f"`{bundle['id']}` ({bundle['path']}), baselines fitted on the recipe's training data; "
+        "digits: mean over classes, baselines fitted on the normal training images). Alarm "
+        f"events: the simulator's {EVENT_PRECISION} artifact through the agent's pipeline and "
+        "alarm defaults (false alarms/h on its normal runs; the healthy row: "
+        "`benchmarks.sim_healthy`); CNC and digits are scored as windows only (no alarm "
+        "replay), so they have none. – = not measured (combined: a bundle without latent "
+        "density).",
+    ]
 
 
 def cnc_rows(cnc: dict[str, Any]) -> list[list[str]]:
@@ -135,9 +275,10 @@ def digits_rows(digits: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], digits: dict[str, Any] | None = None) -> str:
     lines = ["# Detection quality", "", *machine_lines(report["machine"])]
     lines += [f"- {'quick smoke run' if report['quick'] else 'full run'}", ""]
+    lines += ["## Every task, default flags", "", *quality_table(report, digits), ""]
     cnc = report["cnc"]
     lines += ["## CNC mill tool wear (real servo data, experiment-wise split)", ""]
     if "skipped" in cnc:
@@ -156,7 +297,7 @@ def markdown(report: dict[str, Any]) -> str:
     sim = report["sim"]
     lines += [
         "",
-        f"## Simulator, per fault type (shipped bundle `{sim['bundle']['id']}`)",
+        f"## Simulator, per fault type (bundle `{sim['bundle']['id']}`, {sim['bundle']['path']})",
         "",
         "AUROC of normal vs faulted windows after onset; detected = share of faulted windows "
         "above threshold (int8); delay = onset → alarm (int8). Details and plots: "
@@ -180,8 +321,40 @@ def markdown(report: dict[str, Any]) -> str:
         sim_rows(sim),
         "llrrrrrrrr",
     )
+    lines += ["", *healthy_lines(report.get("healthy"))]
     lines += ["", "The digit protocol's results are in [digits.md](digits.md)."]
     return "\n".join(lines) + "\n"
+
+
+def healthy_lines(healthy: dict[str, Any] | None, prefix: str = "") -> list[str]:
+    """Long healthy runs and single fault episodes, in brief (details: sim_healthy.md)."""
+    if not healthy:
+        return []
+    s, plan = healthy["summary"], healthy["plan"]
+    per_seed = ", ".join(f"{r['seed']}: {r['alarms_raised']}" for r in healthy["runs"])
+    lines = [
+        f"## Simulator, long healthy runs and single fault episodes (bundle "
+        f"`{healthy['bundle']['id']}`, {healthy['precision']})",
+        "",
+        f"{s['seeds']} seeds × {plan['seconds'] / 3600:.3g} h from a cold start, program changes "
+        f"({', '.join(f'{n} × program {p}' for p, n in plan['schedule'])}), alarms per seed "
+        f"{per_seed}: {s['alarms']} in {s['hours']:.1f} h, {s['false_alarms_per_hour']:.3f}/h "
+        f"(95 % upper bound {s['false_alarms_per_hour_upper_95']:.3f}/h). One fault episode per "
+        f"kind and seed: {s['episodes_ok']} of {s['episodes_detected']} detected episodes with "
+        "exactly one raise and one clear within 2 debounce windows"
+        + (
+            f" (worst {s['worst_clear_after_debounce_windows']:.1f})"
+            if s["worst_clear_after_debounce_windows"] is not None
+            else ""
+        )
+        + (
+            f"; not detected: {', '.join(s['not_detected_kinds'])}"
+            if s["not_detected_kinds"]
+            else ""
+        )
+        + f". Details: [sim_healthy.md]({prefix}sim_healthy.md).",
+    ]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,29 +363,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--data", type=Path, default=CNC_DATA, help="cnc-mill-tool-wear folder")
     ap.add_argument("--skip-cnc", action="store_true", help="leave the CNC evaluation out")
+    ap.add_argument(
+        "--cnc-results",
+        type=Path,
+        help="use this cnc_eval results JSON instead of running the CNC evaluation again",
+    )
+    ap.add_argument(
+        "--bundle",
+        type=Path,
+        default=SHIPPED_BUNDLE,
+        help="bundle the simulator parts evaluate (default: the shipped agent/data/default.rapp)",
+    )
+    ap.add_argument("--cache", type=Path, help="sim_healthy's cache of other programs' bundles")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     info = machine_info()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.skip_cnc:
         cnc: dict[str, Any] = {"skipped": "--skip-cnc given"}
+    elif args.cnc_results is not None:
+        cnc = reuse_cnc(args.out, args.cnc_results)
     else:
         cnc = run_cnc(args.out, args.data, args.quick)
     print(
         f"cnc: {'skipped' if 'skipped' in cnc else 'done'} ({time.perf_counter() - started:.0f} s)"
     )
-    sim = run_sim(args.out, args.quick)
+    sim = run_sim(args.out, args.quick, args.bundle.resolve())
     print(f"sim-report: done ({time.perf_counter() - started:.0f} s)")
+    healthy = run_healthy(args.out, args.quick, args.bundle.resolve(), args.cache)
+    print(f"sim-healthy: done ({time.perf_counter() - started:.0f} s)")
     info["load_average_at_end"] = load_average()
     report = {
         "quick": args.quick,
         "machine": info,
         "cnc": {k: v for k, v in cnc.items() if k != "tasks"} | {"tasks": cnc.get("tasks", {})},
-        "sim": {k: sim[k] for k in ("bundle", "alarm", "faults", "normal", "quick", "seed")},
+        "sim": {
+            k: sim[k]
+            for k in ("bundle", "alarm", "faults", "normal", "quick", "seed", "scores", "baselines")
+        },
+        "healthy": healthy,
         "elapsed_s": time.perf_counter() - started,
     }
     write_json(args.out / "quality.json", report)
-    text = markdown(report)
+    digits_path = args.out / "digits.json"
+    digits = json.loads(digits_path.read_text()) if digits_path.exists() else None
+    text = markdown(report, digits)
     write_text(args.out / "quality.md", text)
     print(text)
     return 0

@@ -3,7 +3,7 @@
 ::
 
     .venv/bin/python -m benchmarks.run [--quick] [--out benchmarks/results] [--skip-cnc]
-                                       [--readme README.md]
+                                       [--bundle agent/data/default.rapp] [--readme README.md]
 
 Runs, each in its own process (so each sets its own thread limits and frees its memory):
 
@@ -12,8 +12,11 @@ Runs, each in its own process (so each sets its own thread limits and frees its 
 2. :mod:`benchmarks.streaming` — the real agent daemon at 1/4/16 robots: CPU, RSS,
    frame-to-alarm latency, maximum ingest;
 3. :mod:`benchmarks.digits` — the RaPP paper's digit protocol on scikit-learn's 8×8 digits;
-4. :mod:`benchmarks.quality` — :mod:`benchmarks.cnc_eval` (CNC MI-F/MI-V) and
-   :mod:`benchmarks.sim_report` (simulator per fault type), gathered with the digits;
+4. :mod:`benchmarks.quality` — :mod:`benchmarks.cnc_eval` (CNC MI-F/MI-V),
+   :mod:`benchmarks.sim_report` (simulator per fault type, baselines on the same windows, alarm
+   events) and :mod:`benchmarks.sim_healthy` (5 seeds × 2 h healthy runs with drift and program
+   changes, one fault episode per kind) on ``--bundle`` (default: the shipped bundle), gathered
+   with the digits into one quality table;
 5. :mod:`benchmarks.summary` — ``SUMMARY.md`` (speed and quality targets: measured figure, gap)
    and, with ``--readme``, the README's Performance and Detection quality sections.
 
@@ -80,12 +83,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--skip-cnc", action="store_true", help="leave the CNC evaluation out")
     ap.add_argument("--readme", type=Path, help="also update this README's results sections")
+    ap.add_argument(
+        "--cnc-results",
+        type=Path,
+        help="reuse a finished cnc_eval results JSON (benchmarks.quality)",
+    )
+    ap.add_argument(
+        "--bundle", type=Path, help="bundle the simulator evaluations use (default: the shipped)"
+    )
     args = ap.parse_args(argv)
     out = args.out.resolve()
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    cnc = ["--skip-cnc"] if args.skip_cnc else []
+    quality_args = ["--skip-cnc"] if args.skip_cnc else []
+    if args.cnc_results is not None:
+        quality_args += ["--cnc-results", str(args.cnc_results.resolve())]
+    if args.bundle is not None:
+        quality_args += ["--bundle", str(args.bundle.resolve())]
     if args.quick:
         # Nothing timed matters in a smoke run: run the harnesses side by side.
         codes = run_steps(
@@ -93,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("scoring_speed", command("scoring_speed", out, True)),
                 ("streaming", command("streaming", out, True)),
                 ("digits", command("digits", out, True)),
-                ("quality", command("quality", out, True, *cnc)),
+                ("quality", command("quality", out, True, *quality_args)),
             ],
             logs,
             parallel=True,
@@ -106,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("scoring_speed", command("scoring_speed", out, False)),
                 ("streaming", command("streaming", out, False)),
                 ("digits", command("digits", out, False)),
-                ("quality", command("quality", out, False, *cnc)),
+                ("quality", command("quality", out, False, *quality_args)),
             ],
             logs,
             parallel=False,

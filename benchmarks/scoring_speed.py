@@ -241,13 +241,17 @@ def _torch_from_onnx(bundle: Any) -> Any:
     from exporter.model import MlpAutoencoder
 
     graph = onnx.load_from_string(bundle.artifacts["onnx-fp32"].model).graph
-    weights = {i.name: numpy_helper.to_array(i).copy() for i in graph.initializer}
+    # Initializer names follow the exported module: "encoder.0.weight" from older exports,
+    # "model.encoder.0.0.weight" (the wrapped autoencoder's own names) from newer ones.
+    weights = {
+        i.name.removeprefix("model."): numpy_helper.to_array(i).copy() for i in graph.initializer
+    }
     model = MlpAutoencoder(list(bundle.manifest.layer_sizes))
     with torch.no_grad():
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear):
                 key = name
-                if name.endswith(".0") and f"{name[:-2]}.weight" in weights:
+                if f"{name}.weight" not in weights and name.endswith(".0"):
                     key = name[:-2]  # encoder.0.0 (Linear inside a block) → encoder.0
                 module.weight.copy_(torch.from_numpy(weights[f"{key}.weight"]))
                 module.bias.copy_(torch.from_numpy(weights[f"{key}.bias"]))

@@ -13,8 +13,18 @@ onset and axis, and scores them through the product path:
 scorer and alarm state machine) on every
 artifact precision the bundle carries. It reports, per fault kind and precision:
 
-- AUROC of Recon, SAP and NAP: normal windows (from the normal runs) against faulted windows
-  (windows of the faulted run that hold labelled samples, i.e. after onset);
+- AUROC of Recon, SAP and NAP, and of the latent density and combined scores on bundles that
+  carry them: normal windows (from the normal runs) against faulted windows (windows of the
+  faulted run that hold labelled samples, i.e. after onset);
+- the AUROC of IsolationForest and PCA reconstruction error on the very same windows, fitted
+  (``exporter.evaluate.fit_baselines``) on the windows of the normal data the default recipe
+  trains the autoencoder on (``scripts/build_default_bundle.sh``: seed 1, 0–3600 s of the
+  bundle's program, nuisances on; 600 s in quick mode), in the bundle's normalization and
+  features — a bundle trained on other data is compared with baselines fitted on that recipe's
+  data, not on its own;
+- alarm events as ``rapp-export evaluate`` counts them (``exporter.evaluate.event_metrics``):
+  precision and recall of alarm episodes, detection delay, false alarms per hour on the normal
+  runs;
 - the share of faulted windows whose attribution (``Scores.contributions``) ranks the faulted
   axis first, the share above the threshold, and the delay from onset to the first alarm
   raised by :class:`agent.pipeline.alarms.AlarmTracker` with the bundle's alarm defaults;
@@ -27,7 +37,8 @@ score traces with threshold and onset (``score_traces.png``).
 Why a simulator report: real labelled faults are rare, and a bundle trained on normal data
 only needs evidence that it sees the faults it is meant to see before it ships — the
 simulator labels onset and axis exactly. It never imports torch, so it also runs from a
-checkout with only the agent's dependencies installed (plus matplotlib for the plots).
+checkout with only the agent's dependencies installed (plus matplotlib for the plots, and
+scikit-learn for the baselines: without it the report says so and leaves them out).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,10 +61,21 @@ from agent.core.bundle import Bundle, BundleError, load_bundle
 from agent.core.errors import AgentError, AgentRuntimeError
 from agent.core.errors import exit_code as agent_exit_code
 from agent.core.features import FeatureError
+from agent.core.recording import Recording
 from agent.core.scoring import Scorer, ScoringError, open_scorer
-from agent.pipeline.alarms import AlarmSettings
-from agent.pipeline.robot import RobotPipeline, ScoredWindow
+from agent.pipeline.alarms import AlarmEvent, AlarmSettings
+from agent.pipeline.robot import PipelineResult, RobotPipeline, ScoredWindow
 from agent.sources.base import SampleChunk
+from exporter.data import segment_one
+from exporter.errors import MissingExtraError
+from exporter.evaluate import (
+    ScoredFile,
+    alarm_episodes,
+    event_metrics,
+    fault_events,
+    fit_baselines,
+    window_features,
+)
 from exporter.metrics import auroc
 from firmware_config.channel_map import load_builtin_map
 from firmware_config.errors import FirmwareError
@@ -71,7 +93,14 @@ from firmware_config.simulator import (
 PROG = "benchmarks.sim_report"
 EXIT_OK = 0
 EXIT_USAGE = 2
-SCORES = ("recon", "sap", "nap")
+RAPP_SCORES = ("recon", "sap", "nap")
+# Bundles with a latent density (agent.core.density) also score these; older ones do not.
+DENSITY_SCORES = ("density", "combined")
+BASELINES = ("iforest", "pca")
+SCORES = (*RAPP_SCORES, *DENSITY_SCORES)
+# The recipe's training data (scripts/build_default_bundle.sh), which the baselines are fitted on.
+TRAIN_SEED = 1
+EVENT_TOLERANCE_S = 30.0  # an alarm up to 30 s after a fault ends is its alarm (evaluate's default)
 PRECISIONS = ("fp32", "int8")
 CHUNK_SAMPLES = 1000  # the streaming segmenter gives the same segments for any chunking
 SIM_BLOCK = 65_536
@@ -98,7 +127,7 @@ class FaultCase:
 # gravity-loaded axes (J2, J3 and the wrist pitch J5) counts as a hit.
 FAULT_CASES: tuple[FaultCase, ...] = (
     FaultCase("friction", 2, (2,), f"ramp {FRICTION_RAMP_S:g} s, severity 1 (2× friction)"),
-    FaultCase("backlash", 1, (1,), "kick at each direction reversal, severity 1"),
+    FaultCase("backlash", 1, (1,), "dead zone + ring at each torque reversal, severity 1"),
     FaultCase("collision", 3, (3,), f"0.1 s impulse every {COLLISION_PERIOD_S:g} s, severity 1"),
     FaultCase("payload", 2, (2, 3, 5), "workpiece lost (mode loss, severity 1); acts on J2/J3/J5"),
     FaultCase("ripple", 4, (4,), "torque ripple sin(12 q), severity 1"),
@@ -119,6 +148,7 @@ class Timing:
 
 FULL = Timing(normal_cold_s=600.0, normal_warm_s=300.0, fault_run_s=300.0, onset_s=60.0)
 QUICK = Timing(normal_cold_s=180.0, normal_warm_s=90.0, fault_run_s=120.0, onset_s=30.0)
+BASELINE_TRAIN_S = {False: 3600.0, True: 600.0}  # by quick
 
 
 class SimReportError(AgentRuntimeError, RuntimeError):
@@ -139,9 +169,15 @@ class RunScores:
     threshold: float
     raises_s: list[float] = field(default_factory=list)  # window end time of each raise
     raise_axes: list[int] = field(default_factory=list)  # axis each raise names first
+    alarm: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # state after window
+    spans: list[tuple[int, int]] = field(default_factory=list)  # (start, stop) sample indices
+    # density/combined (bundles that carry them) and the baselines, by score name
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def get(self, name: str) -> np.ndarray:
-        return getattr(self, name)
+    def get(self, name: str) -> np.ndarray | None:
+        if name in RAPP_SCORES:
+            return getattr(self, name)
+        return self.extra.get(name)
 
 
 # --------------------------------------------------------------------------- simulation
@@ -201,6 +237,32 @@ def alarm_settings(bundle: Bundle) -> AlarmSettings:
     return AlarmSettings.from_bundle(bundle.manifest.alarm)
 
 
+def replay(
+    pipeline: RobotPipeline, blocks: Iterable[SimulatedRun], columns: np.ndarray
+) -> Iterator[PipelineResult]:
+    """Feed consecutive stretches of one simulation to ``pipeline`` in frame-sized chunks,
+    as the daemon's source would; one result per chunk. Sample indices (``seq_*`` and the
+    windows' ``start``/``stop``) count from the first block's first sample."""
+    first = 0
+    for block in blocks:
+        samples = block.currents[:, columns]
+        for lo in range(0, block.n_samples, CHUNK_SAMPLES):
+            hi = min(block.n_samples, lo + CHUNK_SAMPLES)
+            yield pipeline.process(
+                SampleChunk(
+                    samples=samples[lo:hi],
+                    cycle_start=block.cycle_start[lo:hi],
+                    program=block.program_id[lo:hi].astype(np.int64),
+                    seq_first=first + lo,
+                    seq_last=first + hi - 1,
+                    # simulation time stands in for the wall clock
+                    wall_time=float(block.time_s[hi - 1]),
+                    received_monotonic=time.monotonic(),
+                )
+            )
+        first += block.n_samples
+
+
 def score_run(scorer: Scorer, run: SimulatedRun, columns: np.ndarray) -> RunScores:
     """Stream a run through a fresh RobotPipeline, exactly as the daemon would see it."""
     bundle = scorer.bundle
@@ -208,28 +270,10 @@ def score_run(scorer: Scorer, run: SimulatedRun, columns: np.ndarray) -> RunScor
     rate = run.sample_rate_hz
     t0 = float(run.time_s[0])
     windows: list[ScoredWindow] = []
-    raises: list[float] = []
-    raise_channels: list[str] = []
-    samples = run.currents[:, columns]
-    for lo in range(0, run.n_samples, CHUNK_SAMPLES):
-        hi = min(run.n_samples, lo + CHUNK_SAMPLES)
-        chunk = SampleChunk(
-            samples=samples[lo:hi],
-            cycle_start=run.cycle_start[lo:hi],
-            program=run.program_id[lo:hi].astype(np.int64),
-            seq_first=lo,
-            seq_last=hi - 1,
-            wall_time=t0 + (hi - 1) / rate,  # simulation time stands in for the wall clock
-            received_monotonic=time.monotonic(),
-        )
-        result = pipeline.process(chunk)
+    raises: list[AlarmEvent] = []
+    for result in replay(pipeline, [run], columns):
         windows += result.windows
-        raises += [e.span_end for e in result.events if e.kind == "raise"]
-        raise_channels += [
-            e.contributions[0].channel if e.contributions else ""
-            for e in result.events
-            if e.kind == "raise"
-        ]
+        raises += [e for e in result.events if e.kind == "raise"]
     if not windows:
         raise SimReportError(
             f"no window was scored in {run.n_samples / rate:g} s of simulation (segmentation "
@@ -238,6 +282,11 @@ def score_run(scorer: Scorer, run: SimulatedRun, columns: np.ndarray) -> RunScor
         )
     # Axis of each channel from the simulated arm's own map (the report only feeds that arm).
     axis_of = {c.name: c.axis for c in load_builtin_map().channels}
+    extra = {
+        name: np.array([getattr(w, name) for w in windows], dtype=np.float64)
+        for name in DENSITY_SCORES
+        if windows[0].density is not None
+    }
     return RunScores(
         recon=np.array([w.recon for w in windows]),
         sap=np.array([w.sap for w in windows]),
@@ -249,9 +298,64 @@ def score_run(scorer: Scorer, run: SimulatedRun, columns: np.ndarray) -> RunScor
         end_s=t0 + np.array([(w.stop - 1) / rate for w in windows]),
         label=np.array([int(run.fault[w.start : w.stop].max()) for w in windows]),
         threshold=windows[0].threshold,
-        raises_s=raises,
-        raise_axes=[axis_of.get(c, 0) for c in raise_channels],
+        raises_s=[e.span_end for e in raises],
+        raise_axes=[
+            axis_of.get(e.contributions[0].channel, 0) if e.contributions else 0 for e in raises
+        ],
+        alarm=np.array([w.alarm_active for w in windows], dtype=bool),
+        spans=[(w.start, w.stop) for w in windows],
+        extra=extra,
     )
+
+
+def as_recording(run: SimulatedRun, columns: np.ndarray, name: str) -> Recording:
+    """A simulated run as the recording `rapp-export` would read from its CSV."""
+    return Recording(
+        path=Path(name),
+        channels=tuple(run.channels[c] for c in columns),
+        samples=run.currents[:, columns],
+        time_s=run.time_s,
+        cycle_start=run.cycle_start,
+        program_id=run.program_id.astype(np.int64),
+        gap_before=None,
+        labels=run.fault_labels(),
+    )
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def fit_baseline_detectors(
+    bundle: Bundle, program: int, rate_hz: int, seconds: float
+) -> dict[str, Any] | None:
+    """IsolationForest and PCA fitted on the recipe's training windows (TRAIN_SEED, from a
+    cold start), in the bundle's normalization and features; None without scikit-learn."""
+    run = simulate_span(sim_config(TRAIN_SEED, program, rate_hz), 0.0, seconds)
+    recording = as_recording(run, column_index(run, bundle), f"simulator seed {TRAIN_SEED}")
+    part = segment_one(bundle.manifest.input, bundle.normalization, recording)
+    programs = bundle.manifest.programs
+    keep = np.isin(part.program, programs) if programs else np.ones(len(part.program), bool)
+    try:
+        return fit_baselines(part.features[keep], seed=0)
+    except MissingExtraError as err:
+        print(f"sim-report: {err}; no baselines", file=sys.stderr)
+        return None
+
+
+def add_baselines(
+    bundle: Bundle,
+    detectors: dict[str, Any],
+    run: SimulatedRun,
+    columns: np.ndarray,
+    per_precision: dict[str, RunScores],
+) -> None:
+    """Score the windows each precision scored (the same spans) with the baselines."""
+    recording = as_recording(run, columns, "simulated run")
+    for scores in per_precision.values():
+        rows = [{"start": a, "stop": b} for a, b in scores.spans]
+        features = window_features(bundle, recording, rows)
+        for name, detector in detectors.items():
+            scores.extra[name] = np.asarray(detector(features), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -279,7 +383,11 @@ def fault_metrics(
     if not pos.any():
         raise SimReportError(f"{case.kind}: no scored window holds the fault; run longer")
     out: dict[str, Any] = {"n_faulted": int(pos.sum()), "n_normal": 0}
-    for name in SCORES:
+    for name in (*SCORES, *BASELINES):
+        runs = [*normal, faulted]
+        if any(r.get(name) is None for r in runs):
+            out[f"auroc_{name}"] = None  # a bundle without density, or no scikit-learn
+            continue
         neg = np.concatenate([n.get(name) for n in normal])
         out["n_normal"] = len(neg)
         values = np.r_[neg, faulted.get(name)[pos]]
@@ -304,6 +412,54 @@ def fault_metrics(
     out["alarm_delay_s"] = _round(after[0] - onset_s, 2) if after else None
     out["alarms_before_onset"] = sum(1 for t in faulted.raises_s if t < onset_s)
     return out
+
+
+def scored_file(name: str, run: SimulatedRun, columns: np.ndarray, scores: RunScores) -> ScoredFile:
+    """A scored run as `rapp-export evaluate` holds a scored recording: its fault events
+    (runs of labelled samples) and its alarm episodes (raise → clear, from the per-window
+    alarm state the tracker left)."""
+    events = fault_events(as_recording(run, columns, name), run.time_s)
+    rows = [
+        {"alarm": bool(a), "time_end_s": float(t)}
+        for a, t in zip(scores.alarm, scores.end_s, strict=True)
+    ]
+    return ScoredFile(
+        path=Path(name),
+        group="+".join(sorted({e.label for e in events})) or "normal",
+        duration_s=run.n_samples / run.sample_rate_hz,
+        anomalous=scores.label > 0,
+        scores={},
+        features=np.zeros((len(rows), 0)),
+        events=events,
+        episodes=alarm_episodes(rows, float(run.time_s[-1])),
+    )
+
+
+def alarm_event_metrics(normal: Sequence[ScoredFile], faulted: ScoredFile) -> dict[str, Any]:
+    """Event precision/recall, delay and false alarms per hour of the normal runs, counted by
+    `rapp-export evaluate`'s rules (``exporter.evaluate.event_metrics``)."""
+    m = event_metrics([*normal, faulted], EVENT_TOLERANCE_S)
+    delay = m["delay_s"]
+    return {
+        "events": m["events"],
+        "detected": m["detected"],
+        "recall": _round(m["recall"], 3) if m["recall"] is not None else None,
+        "episodes": m["episodes"],
+        "true_episodes": m["true_episodes"],
+        "precision": _round(m["precision"], 3) if m["precision"] is not None else None,
+        "alarms_per_detected_event": (
+            _round(m["alarms_per_detected_event"], 3)
+            if m["alarms_per_detected_event"] is not None
+            else None
+        ),
+        "delay_s": None if delay is None else {k: _round(v, 2) for k, v in delay.items()},
+        "normal_hours": _round(m["normal_hours"], 4),
+        "false_alarms": m["false_alarms"],
+        "false_alarms_per_hour": _round(m["false_alarms_per_hour"], 3)
+        if m["false_alarms_per_hour"] is not None
+        else None,
+        "tolerance_s": EVENT_TOLERANCE_S,
+    }
 
 
 # --------------------------------------------------------------------------- plots
@@ -406,6 +562,84 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _same_windows_table(report: dict[str, Any]) -> list[str]:
+    """NAP, density, combined and the baselines per fault: the AUROC on the same windows."""
+    precisions = report["precisions"]
+    names = [n for n in ("nap", *DENSITY_SCORES) if n in report["scores"]]
+    label = {"nap": "NAP", "density": "density", "combined": "combined"}
+    head = ["fault", "axis", *(f"{label[n]} {p}" for p in precisions for n in names)]
+    baselines = report["baselines"]
+    if baselines:
+        head += ["IsolationForest", "PCA"]
+    lines = [
+        "## The same windows: NAP, combined score and baselines (AUROC)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for case in report["faults"]:
+        res = case["results"]
+        row = [case["kind"], f"J{case['axis']}"]
+        row += [_fmt(res[p][f"auroc_{n}"]) for p in precisions for n in names]
+        if baselines:
+            first = res[precisions[0]]
+            row += [_fmt(first["auroc_iforest"]), _fmt(first["auroc_pca"])]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if baselines:
+        lines.append(
+            f"IsolationForest and PCA (95 % variance) fitted on {baselines['fitted_on']}; "
+            "scored on exactly the windows the bundle scored."
+        )
+    else:
+        lines.append("No baselines: scikit-learn is not installed.")
+    if "combined" not in names:
+        lines.append(
+            "The bundle carries no latent density, so there is no density or combined column."
+        )
+    return lines
+
+
+def _events_table(report: dict[str, Any]) -> list[str]:
+    """Alarm events per fault and precision, by `rapp-export evaluate`'s rules."""
+    head = [
+        "fault",
+        "precision",
+        "events",
+        "detected (recall)",
+        "alarm episodes (true)",
+        "event precision",
+        "delay mean / max s",
+        "false alarms/h (normal runs)",
+    ]
+    lines = [
+        "## Alarm events (the bundle's alarm score and alarm defaults)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for case in report["faults"]:
+        for p in report["precisions"]:
+            e = case["results"][p]["events"]
+            delay = e["delay_s"]
+            lines.append(
+                f"| {case['kind']} | {p} | {e['events']} | {e['detected']} ({_fmt(e['recall'], 2)})"
+                f" | {e['episodes']} ({e['true_episodes']}) | {_fmt(e['precision'], 2)} | "
+                + (f"{delay['mean']:.1f} / {delay['max']:.1f}" if delay else "–")
+                + f" | {_fmt(e['false_alarms_per_hour'], 2)} ({e['false_alarms']} in "
+                f"{e['normal_hours']:.2f} h) |"
+            )
+    lines += [
+        "",
+        "An event is a maximal run of labelled samples (each collision impulse is one); an alarm "
+        "episode runs from raise to clear; it is true when it is active within "
+        f"[event start, event end + {EVENT_TOLERANCE_S:g} s] of an event of its run; delay = "
+        "raise − event start (0 when an alarm was already up). False alarms per hour: episodes "
+        "on the normal runs over their hours.",
+    ]
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     precisions = report["precisions"]
     b = report["bundle"]
@@ -438,6 +672,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             r = case["results"][p]
             row += [_fmt(r["auroc_recon"]), _fmt(r["auroc_sap"]), _fmt(r["auroc_nap"])]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", *_same_windows_table(report), "", *_events_table(report)]
     lines += ["", "## Attribution and alarms per fault", ""]
     head = ["fault", "axis"]
     head += [f"top axis hit {p}" for p in precisions]
@@ -528,10 +763,17 @@ def run_report(
         ),
     }
     columns = column_index(next(iter(normal_runs.values())), bundle)
+    detectors = fit_baseline_detectors(bundle, program, rate_hz, BASELINE_TRAIN_S[quick])
     normal_scores = {
         name: {p: score_run(s, run, columns) for p, s in scorers.items()}
         for name, run in normal_runs.items()
     }
+    normal_files: dict[str, list[ScoredFile]] = {p: [] for p in scorers}
+    for name, run in normal_runs.items():
+        if detectors:
+            add_baselines(bundle, detectors, run, columns, normal_scores[name])
+        for p in scorers:
+            normal_files[p].append(scored_file(name, run, columns, normal_scores[name][p]))
     faults: list[dict[str, Any]] = []
     traces: dict[str, dict[str, RunScores]] = {}
     plots: list[str] = []
@@ -540,11 +782,18 @@ def run_report(
         config = sim_config(seed + 111 + i, program, rate_hz, specs)
         run = simulate_span(config, 0.0, timing.fault_run_s)
         scored = {p: score_run(s, run, columns) for p, s in scorers.items()}
+        if detectors:
+            add_baselines(bundle, detectors, run, columns, scored)
         traces[case.kind] = scored
         results = {
             p: fault_metrics(
                 case, [normal_scores[n][p] for n in normal_scores], scored[p], timing.onset_s
             )
+            | {
+                "events": alarm_event_metrics(
+                    normal_files[p], scored_file(case.kind, run, columns, scored[p])
+                )
+            }
             for p in scorers
         }
         faults.append(
@@ -594,6 +843,17 @@ def run_report(
         "timing": timing.__dict__,
         "alarm": manifest.alarm.__dict__,
         "precisions": list(scorers),
+        "scores": [
+            n for n in SCORES if faults[0]["results"][next(iter(scorers))][f"auroc_{n}"] is not None
+        ],
+        "baselines": None
+        if detectors is None
+        else {
+            "names": list(BASELINES),
+            "fitted_on": f"simulator seed {TRAIN_SEED}, program {program}, 0–"
+            f"{BASELINE_TRAIN_S[quick]:g} s from a cold start, nuisances on (the default "
+            "recipe's training data), in the bundle's normalization and features",
+        },
         "faults": faults,
         "normal": {
             name: {p: false_alarms(s, normal_runs_s[name]) for p, s in per.items()}

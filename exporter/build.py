@@ -40,27 +40,29 @@ from agent.core.bundle.manifest import (
     clear_windows_for,
 )
 from agent.core.density import (
-    LatentDensity,
     calibrate,
     fit_latent_density,
     latent_scores,
 )
 from agent.core.features import FeatureSpec, segment_features
 from agent.core.rapp import (
-    NapParams,
+    STABLE_SPREAD_RATIO,
     attribution_weights,
     fit_channel_standardizer,
     fit_nap,
-    nap_score,
     pathway_differences,
-    recon_score,
-    sap_score,
+    stable_nap,
 )
-from agent.core.scoring import Scorer
+from agent.core.scoring import Scorer, pathway_scores
 from exporter.errors import ExportError, ExportInputError
 from exporter.metrics import auroc, spearman
 from exporter.model import PathwayModule, TrainedModel
-from exporter.onnx_export import export_pathway_onnx, pathway_io, quantize_int8
+from exporter.onnx_export import (
+    export_pathway_onnx,
+    int8_unsupported_reason,
+    pathway_io,
+    quantize_int8,
+)
 from exporter.pseudo_anomalies import make_pseudo_anomalies, make_shifted_normal
 from exporter.sanity import enforce, run_sanity_checks
 from exporter.thresholds import fit_thresholds
@@ -93,6 +95,9 @@ class BuildSettings:
     programs: tuple[int, ...] = ()
     layers: tuple[int, ...] | None = None  # default: all of 0 … L
     rtol: float | None = None
+    # Keep only the NAP directions that hold on the held-out calibration half
+    # (agent.core.rapp.stable_nap); False: every direction above the rtol cut-off.
+    nap_stable: bool = True
     alarm: AlarmDefaults = field(default_factory=AlarmDefaults)
     quantize: bool = True
     calibration_method: str = "minmax"
@@ -174,24 +179,6 @@ def _run(candidate: ArtifactCandidate, feature_dim: int, x: np.ndarray) -> tuple
         np.concatenate([o.hidden_hat[j] for o in outs]) for j in range(len(outs[0].hidden_hat))
     )
     return hidden, hidden_hat
-
-
-def _scores(
-    hidden: tuple,
-    hidden_hat: tuple,
-    layers: Sequence[int],
-    nap: NapParams,
-    density: LatentDensity | None = None,
-) -> dict:
-    diffs = pathway_differences(hidden, hidden_hat, layers)
-    out = {
-        "recon": recon_score(hidden[0], hidden_hat[0]),
-        "sap": sap_score(diffs),
-        "nap": nap_score(diffs, nap),
-    }
-    if density is not None:
-        out["density"], out["combined"] = latent_scores(hidden[-1], out["nap"], density)
-    return out
 
 
 def _thresholds(
@@ -285,11 +272,15 @@ def onnx_candidates(
     quantize: bool,
     method: str,
     activations: int = 16,
+    log: Callable[[str], None] = lambda _msg: None,
 ):
     io_names = pathway_io(trained.n_layers)
     fp32 = export_pathway_onnx(trained.model, trained.spec.feature_dim)
     out = [ArtifactCandidate("onnx-fp32", "onnx", "fp32", "model.fp32.onnx", fp32, io_names)]
-    if quantize:
+    reason = int8_unsupported_reason(fp32) if quantize else None
+    if reason is not None:
+        log(f"  NOTE {trained.family} model: {reason}; the bundle serves fp32")
+    if quantize and reason is None:
         int8 = quantize_int8(fp32, calibration, method, activations)
         out.append(
             ArtifactCandidate("onnx-int8", "onnx", "int8", "model.int8.onnx", int8, io_names)
@@ -343,6 +334,7 @@ def build_bundle(
         settings.quantize,
         settings.calibration_method,
         settings.int8_activations,
+        log,
     )
     if extra_artifacts is not None:
         candidates += list(extra_artifacts(trained, features[fit_idx]))
@@ -381,7 +373,10 @@ def build_bundle(
         nap = fit_nap(pathway_differences(fit_h, fit_hh, layers), rtol)
         hold_h = tuple(h[hold_idx] for h in hidden)
         hold_hh = tuple(h[hold_idx] for h in hidden_hat)
-        held = _scores(hold_h, hold_hh, layers, nap)
+        nap_candidates = nap.k
+        if settings.nap_stable:
+            nap = stable_nap(nap, len(fit_idx), pathway_differences(hold_h, hold_hh, layers))
+        held = pathway_scores(hold_h, hold_hh, layers, nap)
         density = None
         if settings.density:
             # Histograms on the training codes (else the fit half), their scales on the held
@@ -396,13 +391,19 @@ def build_bundle(
             arrays["recon_scale"] = np.maximum(err, 1e-12).astype(np.float32)
             canary_x = _canary_inputs(hold_x, held["nap"], settings.seed)
         assert canary_x is not None, "the first candidate is always the fp32 ONNX artifact"
-        canary = _scores(*_run(cand, spec.feature_dim, canary_x), layers, nap, density)
-        fid = _scores(*_run(cand, spec.feature_dim, fidelity_x), layers, nap, density)
+        canary = pathway_scores(*_run(cand, spec.feature_dim, canary_x), layers, nap, density)
+        fid = pathway_scores(*_run(cand, spec.feature_dim, fidelity_x), layers, nap, density)
         fidelity_scores[cand.id] = fid
         thresholds, threshold_report = _thresholds(held, hold_groups, spec, settings)
         calibration: dict[str, Any] = {name: _stats(values) for name, values in held.items()}
         calibration["thresholds"] = threshold_report
         calibration["nap_rtol"] = nap.rtol
+        calibration["nap_rank"] = {
+            "rule": "stable" if settings.nap_stable else "rtol",
+            "above_rtol": nap_candidates,
+            "kept": nap.k,
+            "max_spread_ratio": STABLE_SPREAD_RATIO if settings.nap_stable else None,
+        }
         # Optional fields: score quantiles for the agent's drift monitor and
         # per-channel error statistics for standardized attribution.
         calibration["quantiles"] = _quantiles(held)
@@ -490,7 +491,7 @@ def build_bundle(
         "min_agent_version": __version__,
         "robot": {"id": settings.robot, "programs": list(settings.programs)},
         "input": {**spec.to_json(), "normalization": {"mean": "norm_mean", "std": "norm_std"}},
-        "model": {"family": "mlp", "layer_sizes": list(trained.model.sizes)},
+        "model": {"family": trained.family, "layer_sizes": list(trained.model.sizes)},
         "rapp": {"layers": list(layers), "rtol": settings.rtol, "default_score": alarm_score},
         "alarm": {
             **settings.alarm.__dict__,

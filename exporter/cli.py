@@ -10,6 +10,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from agent import __version__
 from agent.core.atomic import write_atomic
 from agent.core.bundle.manifest import AlarmDefaults
 from agent.core.errors import AgentError, AgentInputError
-from agent.core.features import FeatureSpec, Segmentation
+from agent.core.features import FeatureSpec, Normalization, Segmentation
 from exporter.errors import ExportError, ExportInputError, MissingExtraError
 from firmware_config.cli_conventions import (
     EXIT_FAILURE,
@@ -35,7 +36,10 @@ from firmware_config.cli_conventions import (
 from firmware_config.errors import FirmwareError, FirmwareInputError
 
 if TYPE_CHECKING:  # exporter.build imports torch
+    from agent.core.recording import Recording
     from exporter.build import BuiltBundle
+    from exporter.selection import Selection
+    from exporter.train import TrainSettings
 
 PROG = "rapp-export"
 EXIT_USAGE = EXIT_INPUT
@@ -67,27 +71,45 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number ≥ 1")
+    return int(text)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the autoencoder on normal recordings")
     p.add_argument("--data", nargs="+", required=True, type=Path, help="normal recording CSVs")
     p.add_argument("--channels", required=True, type=_csv_list, help="e.g. J1,J2,J3,J4,J5,J6")
     p.add_argument("--units", type=_csv_list, help="one per channel (default: A)")
-    p.add_argument("--sample-rate", type=float, default=1000.0, help="sample rate in Hz")
+    p.add_argument("--sample-rate", type=float, default=None,
+                   help="sample rate in Hz (default: from time_s, else 1000)")  # fmt: skip
     p.add_argument("--segmentation", choices=["window", "cycle"], default="window",
                    help="fixed windows, or robot cycles resampled to --window samples")  # fmt: skip
-    p.add_argument("--window", type=int, default=64, help="samples per window or resampled cycle")
-    p.add_argument("--hop", type=int, default=32, help="window hop in samples")
+    p.add_argument("--window", type=int, default=None,
+                   help="samples per window or cycle (default: chosen; cycles 64)")  # fmt: skip
+    p.add_argument("--hop", type=int, default=None, help="window hop in samples (default: chosen)")
     p.add_argument("--min-cycle", type=int, default=0, help="shortest cycle kept (samples)")
     p.add_argument("--max-cycle", type=int, default=0, help="longest cycle kept (0 = no limit)")
-    p.add_argument("--features", type=_csv_list, default=["raw"], help="raw and/or stats")
-    p.add_argument("--layers", type=int, default=3, help="encoder layers")
-    p.add_argument("--bottleneck", type=int, default=8, help="width of the code layer")
+    p.add_argument("--features", type=_csv_list, default=None,
+                   help="raw and/or stats (default: chosen; cycles raw)")  # fmt: skip
+    p.add_argument("--model", choices=["mlp", "conv1d", "lstm"], default="mlp",
+                   help="autoencoder family; conv1d and lstm need --features raw")  # fmt: skip
+    p.add_argument("--layers", type=int, default=3,
+                   help="encoder layers (pathway states h_1…h_L, the last the code)")  # fmt: skip
+    p.add_argument("--bottleneck", type=int, default=None,
+                   help="width of the code layer (default: chosen; cycles 8)")  # fmt: skip
+    p.add_argument("--no-select", action="store_true",
+                   help="no model selection: window 64, hop 32, raw, bottleneck 8 where "
+                   "not given (selection trains up to 8 short candidates first)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=200, help="most training epochs")
     p.add_argument("--patience", type=int, default=20,
                    help="stop after this many epochs without a better validation loss")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128, help="windows per training step")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, split and shuffling")
+    p.add_argument("--replay-windows", type=_at_least_one, default=4096,
+                   help="training windows kept in the replay buffer (retrain)")  # fmt: skip
     p.add_argument("--out", required=True, type=Path, help="output model directory")
 
 
@@ -147,6 +169,13 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--rtol", type=float, default=None, help="NAP cut-off s_j/s_1 (default: per precision)"
+    )
+    p.add_argument(
+        "--nap-rank",
+        choices=("stable", "rtol"),
+        default="stable",
+        help="NAP directions kept: those whose spread holds on the held-out calibration half "
+        "(stable, default) or every one above the --rtol cut-off",
     )
     p.add_argument(
         "--tflite", action="store_true", help="also write TFLite artifacts (tflite-export extra)"
@@ -237,6 +266,60 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "with FILE: also write it there")  # fmt: skip
 
 
+def _add_retrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrain", help="next version of a bundle from the agent's captured windows")
+    p.add_argument("--bundle", required=True, type=Path, help="the bundle the agent serves")
+    p.add_argument("--model", required=True, type=Path,
+                   help="model directory the bundle was built from (weights, replay)")  # fmt: skip
+    p.add_argument("--capture", nargs="+", required=True, type=Path,
+                   help="the agent's [robots.drift] capture_dir(s)")  # fmt: skip
+    p.add_argument("--calibration", nargs="+", default=[], type=Path,
+                   help="held-out normal recordings the bundle was built with (default: the "
+                   "calibration.npz a previous retrain left in --model)")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="the new bundle, e.g. robot1-v2.rapp")
+    p.add_argument("--model-out", type=Path, help="new model directory (default: OUT-model/)")
+    p.add_argument("--replay-mix", type=float, default=0.5,
+                   help="share of replay windows per epoch (0: plain fine-tuning)")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=100, help="most fine-tuning epochs")
+    p.add_argument("--patience", type=int, default=10, help="early-stopping patience")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    p.add_argument("--max-capture-alarm-share", type=float, default=0.05,
+                   help="gate: share of captured windows above the current threshold")  # fmt: skip
+    p.add_argument("--max-false-alarm-increase", type=float, default=0.005,
+                   help="gate: rise in old calibration windows above threshold")  # fmt: skip
+    p.add_argument("--min-fit-gain", type=float, default=0.0,
+                   help="gate: Recon drop needed on held-out captured windows")  # fmt: skip
+    _add_output_flags(p)
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="one bundle for several programs whose normal data are close")
+    p.add_argument("--member", nargs=2, action="append", required=True, type=Path,
+                   metavar=("BUNDLE", "MODEL_DIR"),
+                   help="a bundle of the archive and its model directory, repeatable")  # fmt: skip
+    p.add_argument("--capture", nargs="+", default=[], type=Path,
+                   help="the agent's capture_dir(s): more normal windows per program")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="the merged bundle")
+    p.add_argument("--model-out", type=Path, help="merged model directory (default: OUT-model/)")
+    p.add_argument("--bundle-id", help="default: the first member's")
+    p.add_argument("--max-distance", type=float, default=None,
+                   help="largest MMD of two programs' normal windows that merge")  # fmt: skip
+    p.add_argument("--max-false-alarm-increase", type=float, default=0.005,
+                   help="gate: rise in a program's windows above threshold")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=None, help="default: the first member's")
+    _add_output_flags(p)
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-int8", action="store_true", help="skip int8 quantization")
+    p.add_argument("--tflite", action="store_true", help="also write TFLite artifacts")
+    p.add_argument("--sign-key", type=Path, help="Ed25519 private key (unsigned if not given)")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, training and checks")
+    p.add_argument("--replay-windows", type=_at_least_one, default=4096,
+                   help="windows kept in the new model's replay buffer")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the gate report as JSON on stdout")
+
+
 DESCRIPTION = "Train, build, sign, evaluate and push RaPP model bundles on a workstation."
 DESCRIPTIONS = {
     "train": "Train the autoencoder on normal recordings (CSV) and write the model directory "
@@ -251,6 +334,12 @@ DESCRIPTIONS = {
     "and wait until every device reports its final state.",
     "evaluate": "Score labelled recordings the way a device does and report window AUROC "
     "(against IsolationForest and PCA baselines) and alarm events per fault group.",
+    "retrain": "Fine-tune the model on the agent's captured normal windows mixed with its "
+    "replay buffer, build the next version with the same recipe, and refuse it unless it "
+    "passes the regression gates against the current bundle (needs the export extra).",
+    "merge": "Train one model for several programs whose normal data are close and build one "
+    "bundle that replaces their bundles, if every program stays within its gate (needs the "
+    "export extra).",
 }
 
 
@@ -262,6 +351,8 @@ def parser() -> argparse.ArgumentParser:
     _add_build(sub)
     _add_ota(sub)
     _add_evaluate(sub)
+    _add_retrain(sub)
+    _add_merge(sub)
     describe_subcommands(ap, DESCRIPTIONS)
     add_logging_flags(ap, default=DEFAULT_LEVEL)
     return ap
@@ -285,41 +376,86 @@ def needs_extra(command: str) -> Iterator[None]:
         ) from err
 
 
+DEFAULT_SAMPLE_RATE_HZ = 1000.0
+
+
+def _sample_rate(given: float | None, recordings: Sequence[Recording]) -> float:
+    """--sample-rate, else what the recordings' time_s columns say, else the default."""
+    from exporter.data import sample_rate_from_time
+
+    if given is not None:
+        return given
+    found = sample_rate_from_time(recordings)
+    if found is None:
+        print(f"sample rate {DEFAULT_SAMPLE_RATE_HZ:g} Hz (no time_s column; set --sample-rate)")
+        return DEFAULT_SAMPLE_RATE_HZ
+    print(f"sample rate {found[0]:g} Hz (from time_s of {found[1]})")
+    return found[0]
+
+
+def _choose_model(
+    args: argparse.Namespace,
+    base: FeatureSpec,
+    recordings: Sequence[Recording],
+    normalization: Normalization,
+    settings: TrainSettings,
+) -> tuple[FeatureSpec, TrainSettings, Selection | None]:
+    """The flags, and model selection on the normal data for what they leave open."""
+    from exporter.selection import Fixed, select_model
+
+    features = tuple(args.features) if args.features else None
+    fixed = Fixed(args.window, args.hop, features, args.bottleneck)
+    if args.segmentation != "window" or args.no_select or fixed.everything:
+        return base, settings, None
+    open_dims = [name for name, v in vars(fixed).items() if v is None]
+    print(f"model selection on the normal data for: {', '.join(open_dims)} (flags fix them)")
+    log = (lambda _m: None) if args.quiet else print
+    selection = select_model(recordings, base, normalization, fixed, settings, log)
+    print("\n".join(selection.table()))
+    chosen = selection.chosen
+    print(f"chose {chosen.label()}: {selection.reason} ({selection.seconds:.0f} s)")
+    return chosen.spec(base), replace(settings, bottleneck=chosen.bottleneck), selection
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     with needs_extra("train"):
         from exporter.data import fit_normalization, load_recordings, segment_all
         from exporter.model import TrainedModel
+        from exporter.replay import ReplayBuffer, save_replay
+        from exporter.selection import FIXED_DEFAULTS, SELECTION_JSON
         from exporter.train import TrainSettings, plot_history, train_autoencoder
 
     units = args.units or ["A"] * len(args.channels)
-    spec = FeatureSpec(
+    recordings = load_recordings(args.data, tuple(args.channels))
+    base = FeatureSpec(
         channels=tuple(args.channels),
         units=tuple(units),
-        sample_rate_hz=args.sample_rate,
+        sample_rate_hz=_sample_rate(args.sample_rate, recordings),
         segmentation=Segmentation(
             kind=args.segmentation,
-            length=args.window,
-            hop=args.hop,
+            length=args.window or FIXED_DEFAULTS.window,
+            hop=args.hop or FIXED_DEFAULTS.hop,
             min_samples=args.min_cycle,
             max_samples=args.max_cycle,
         ),
-        features=tuple(args.features),
+        features=tuple(args.features or FIXED_DEFAULTS.features),
     )
-    recordings = load_recordings(args.data, spec.channels)
     normalization = fit_normalization(recordings)
-    segmented = segment_all(spec, normalization, recordings)
-    print(
-        f"{len(segmented.features)} training windows × {spec.feature_dim} features "
-        f"from {len(recordings)} file(s); skipped: {vars(segmented.stats)}"
-    )
     settings = TrainSettings(
         n_layers=args.layers,
-        bottleneck=args.bottleneck,
+        bottleneck=args.bottleneck or FIXED_DEFAULTS.bottleneck,
         epochs=args.epochs,
         patience=args.patience,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         seed=args.seed,
+        model=args.model,
+    )
+    spec, settings, selection = _choose_model(args, base, recordings, normalization, settings)
+    segmented = segment_all(spec, normalization, recordings)
+    print(
+        f"{len(segmented.features)} training windows × {spec.feature_dim} features "
+        f"from {len(recordings)} file(s); skipped: {vars(segmented.stats)}"
     )
     progress = None
     bar = None
@@ -332,13 +468,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(train=f"{train:.4g}", val=f"{val:.4g}")
 
-    model, history = train_autoencoder(segmented.features, settings, progress)
+    model, history = train_autoencoder(segmented.features, settings, progress, spec)
     if bar is not None:
         bar.close()
     trained = TrainedModel(model, spec, normalization, history)
     trained = trained.with_latent_reference(segmented.features, seed=args.seed)
     trained.save(args.out)
+    replay = ReplayBuffer.from_normalized(segmented.segments, normalization, segmented.program)
+    save_replay(args.out, replay.bounded(args.replay_windows, seed=args.seed))
     plot_history(history, str(args.out / "training_curve.png"))
+    if selection is not None:
+        write_atomic(args.out / SELECTION_JSON, json.dumps(selection.to_json(), indent=1).encode())
     print(
         f"best epoch {history['best_epoch']} of {history['epochs_run']}: "
         f"validation MSE {history['best_val_loss']:.5g}; model written to {args.out}/"
@@ -377,6 +517,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             int8_activations=args.int8_activations,
             min_spearman=args.min_spearman,
             rtol=args.rtol,
+            nap_stable=args.nap_rank == "stable",
             seed=args.seed,
             strict=args.strict,
             int8_fallback=not args.strict,
@@ -492,6 +633,116 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outputs(args: argparse.Namespace):
+    """TFLite artifacts and signer of `retrain` and `merge`, as `build` makes them."""
+    extra = sign = None
+    if args.tflite:
+        from exporter.tflite_export import tflite_artifacts
+
+        extra = tflite_artifacts(int8=not args.no_int8)
+    if args.sign_key is not None:
+        from exporter.keys import signer
+
+        sign = signer(args.sign_key)
+    return extra, sign
+
+
+def _write_result(args: argparse.Namespace, result, log_to) -> int:
+    model_out = args.model_out or args.out.with_name(f"{args.out.stem}-model")
+    result.save_model(model_out)
+    write_atomic(args.out, result.built.data)
+    if args.json:
+        print(json.dumps(result.report, indent=1))
+        return 0
+    print(
+        f"wrote {args.out} ({result.report['bundle_id']} version {result.report['version']}, "
+        f"{len(result.built.data) / 1024:.0f} KiB) and {model_out}/",
+        file=log_to,
+    )
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    with needs_extra("retrain"):
+        from exporter.model import TrainedModel
+        from exporter.replay import load_replay
+        from exporter.retrain import (
+            FineTuneSettings,
+            GateLimits,
+            RetrainSettings,
+            read_calibration,
+            read_captures,
+            retrain,
+        )
+    from agent.core.bundle import load_bundle
+
+    log_to = sys.stderr if args.json else sys.stdout
+    old = load_bundle(args.bundle)
+    trained = TrainedModel.load(args.model)
+    replay = load_replay(args.model)
+    generation = int(replay.generation.max(initial=0)) + 1
+    settings = RetrainSettings(
+        fine_tune=FineTuneSettings(
+            epochs=args.epochs, patience=args.patience, learning_rate=args.lr,
+            replay_mix=args.replay_mix, seed=args.seed,
+        ),
+        gates=GateLimits(
+            args.max_capture_alarm_share, args.max_false_alarm_increase, args.min_fit_gain
+        ),
+        replay_limit=args.replay_windows,
+        quantize=False if args.no_int8 else None,
+        seed=args.seed,
+    )  # fmt: skip
+    extra, sign = _outputs(args)
+    result = retrain(
+        old,
+        trained,
+        replay,
+        read_captures(args.capture, generation),
+        read_calibration(args.calibration, args.model, trained),
+        settings,
+        extra_artifacts=extra,
+        sign=sign,
+        log=lambda message: print(message, file=log_to),
+    )
+    return _write_result(args, result, log_to)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    with needs_extra("merge"):
+        from exporter.merge import MAX_DISTANCE, Member, MergeSettings, merge
+        from exporter.model import TrainedModel
+        from exporter.replay import load_replay
+        from exporter.retrain import GateLimits, read_captures
+    from agent.core.bundle import load_bundle
+
+    log_to = sys.stderr if args.json else sys.stdout
+    members = [
+        Member(load_bundle(bundle), TrainedModel.load(model), load_replay(model))
+        for bundle, model in args.member
+    ]
+    settings = MergeSettings(
+        bundle_id=args.bundle_id,
+        max_distance=MAX_DISTANCE if args.max_distance is None else args.max_distance,
+        gates=GateLimits(max_false_alarm_increase=args.max_false_alarm_increase),
+        epochs=args.epochs,
+        replay_limit=args.replay_windows,
+        quantize=False if args.no_int8 else None,
+        seed=args.seed,
+    )
+    captures = read_captures(args.capture, 0) if args.capture else None
+    extra, sign = _outputs(args)
+    result = merge(
+        members,
+        settings,
+        captures,
+        extra_artifacts=extra,
+        sign=sign,
+        log=lambda message: print(message, file=log_to),
+    )
+    return _write_result(args, result, log_to)
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from exporter.keys import keygen
 
@@ -564,6 +815,8 @@ COMMANDS = {
     "sign": cmd_sign,
     "push": cmd_push,
     "evaluate": cmd_evaluate,
+    "retrain": cmd_retrain,
+    "merge": cmd_merge,
 }
 
 

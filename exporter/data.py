@@ -27,6 +27,63 @@ def fit_normalization(recordings: Sequence[Recording]) -> Normalization:
     return Normalization.fit(np.concatenate([r.samples for r in recordings]))
 
 
+# Steps of ``time_s`` within this relative distance of the median step count as regular; a
+# recording needs this share of them regular. Longer steps are gaps (lost frames), fine if few.
+STEP_TOLERANCE = 0.1
+REGULAR_SHARE = 0.9
+# Files whose rates differ by more than this (relative) cannot share one model.
+RATE_AGREEMENT = 0.01
+
+
+def recording_rate(recording: Recording) -> float | None:
+    """Samples per second from ``time_s`` (1 / median step), None without a usable column."""
+    t = recording.time_s
+    if t is None or t.size < 2:
+        return None
+    path = recording.path
+    bad = np.flatnonzero(~np.isfinite(t))
+    if bad.size:
+        raise RecordingError(
+            f"{path}: time_s is empty or not a number on line {bad[0] + 2}; fix the column, "
+            "drop it, or pass --sample-rate"
+        )
+    steps = np.diff(t)
+    back = np.flatnonzero(steps <= 0)
+    if back.size:
+        i = int(back[0])
+        raise RecordingError(
+            f"{path}: time_s does not increase on line {i + 3} ({t[i]:g} → {t[i + 1]:g} s); "
+            "give samples in time order without repeats, or pass --sample-rate"
+        )
+    step = float(np.median(steps))
+    regular = float(np.mean(np.abs(steps - step) <= STEP_TOLERANCE * step))
+    if regular < REGULAR_SHARE:
+        raise RecordingError(
+            f"{path}: time_s is irregular: only {regular:.0%} of its steps are within "
+            f"{STEP_TOLERANCE:.0%} of the median {step:g} s; resample the recording to a fixed "
+            "rate or pass --sample-rate"
+        )
+    return float(f"{1.0 / step:.6g}")
+
+
+def sample_rate_from_time(recordings: Sequence[Recording]) -> tuple[float, Path] | None:
+    """The sample rate the recordings' ``time_s`` columns agree on, and the first file that
+    gave it; None when none has the column."""
+    found: tuple[float, Path] | None = None
+    for recording in recordings:
+        rate = recording_rate(recording)
+        if rate is None:
+            continue
+        if found is None:
+            found = (rate, recording.path)
+        elif abs(rate - found[0]) > RATE_AGREEMENT * found[0]:
+            raise RecordingError(
+                f"{recording.path}: time_s gives {rate:g} Hz but {found[1]} gives "
+                f"{found[0]:g} Hz; train one model per sample rate, or pass --sample-rate"
+            )
+    return found
+
+
 def segment_all(
     spec: FeatureSpec, normalization: Normalization, recordings: Sequence[Recording]
 ) -> SegmentedRecording:

@@ -1,17 +1,18 @@
-"""The paper's MLP autoencoder and its projection pathway, in PyTorch.
+"""The paper's MLP autoencoder, the family registry and the exported projection pathway.
 
-Layer sizes are linearly spaced from the input to the bottleneck; every encoder layer is
+MLP layer sizes are linearly spaced from the input to the bottleneck; every encoder layer is
 Linear → BatchNorm → LeakyReLU except the bottleneck, which has no activation; the decoder
-mirrors it and ends in a plain Linear. :class:`PathwayModule` is what gets exported: one
-input, outputs h_1…h_L, x̂ and ĥ_1…ĥ_L, with the encoder weights shared by both passes.
+mirrors it and ends in a plain Linear. The temporal families (``conv1d``, ``lstm``) live in
+``exporter.families_*`` behind the same :class:`~exporter.families_base.Autoencoder`
+contract. :class:`PathwayModule` is what gets exported for every family: one input, outputs
+h_1…h_L, x̂ and ĥ_1…ĥ_L, with the encoder weights shared by both passes.
 """
 
 from __future__ import annotations
 
-import copy
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from torch import nn
 
 from agent.core.atomic import write_atomic
 from agent.core.features import FeatureSpec, Normalization
-from exporter.errors import ExportError
+from exporter.errors import ExportError, ExportInputError
+from exporter.families_base import NEGATIVE_SLOPE, Autoencoder
+from exporter.families_conv1d import Conv1dAutoencoder, conv_channels
+from exporter.families_lstm import LstmAutoencoder
 
-NEGATIVE_SLOPE = 0.2
 MODEL_JSON = "model.json"
 WEIGHTS_NPZ = "weights.npz"
 LATENT_NPY = "latent_reference.npy"
@@ -47,7 +50,9 @@ def _block(n_in: int, n_out: int, activation: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MlpAutoencoder(nn.Module):
+class MlpAutoencoder(Autoencoder):
+    family = "mlp"
+
     def __init__(self, sizes: Sequence[int]) -> None:
         super().__init__()
         self.sizes = list(sizes)
@@ -68,62 +73,78 @@ class MlpAutoencoder(nn.Module):
             hidden.append(h)
         return hidden
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encode_path(x)[-1])
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        return self.decoder(code)
 
-    def pathway(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = self.encode_path(x)
-        x_hat = self.decoder(hidden[-1])
-        hidden_hat = self.encode_path(x_hat)
-        return (*hidden, x_hat, *hidden_hat)
+    def config(self) -> dict[str, Any]:
+        return {"layer_sizes": self.sizes}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MlpAutoencoder:
+        return cls([int(s) for s in config["layer_sizes"]])
 
 
-def _fold(block: nn.Module) -> tuple[nn.Linear, bool]:
-    """Fold an eval-mode Linear → BatchNorm pair into one Linear (and say if it activates)."""
-    if isinstance(block, nn.Linear):
-        return copy.deepcopy(block), False
-    linear, norm = block[0], block[1]
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    folded = nn.Linear(linear.in_features, linear.out_features)
-    with torch.no_grad():
-        folded.weight.copy_(linear.weight * scale[:, None])
-        folded.bias.copy_((linear.bias - norm.running_mean) * scale + norm.bias)
-    return folded, len(block) > 2
+FAMILIES: dict[str, type[Autoencoder]] = {
+    "mlp": MlpAutoencoder,
+    "conv1d": Conv1dAutoencoder,
+    "lstm": LstmAutoencoder,
+}
+
+
+def make_autoencoder(
+    family: str, feature_dim: int, n_layers: int, bottleneck: int, spec: FeatureSpec | None
+) -> Autoencoder:
+    """A fresh model of ``family`` for ``feature_dim`` inputs with ``n_layers`` pathway states
+    (h_1 … h_L, h_L the ``bottleneck``-wide code). The temporal families need the feature
+    spec: they read raw windows as (channels × window) and need ≥ 1 block before the code."""
+    if family not in FAMILIES:
+        raise ExportInputError(f"model family {family!r}: choose one of {', '.join(FAMILIES)}")
+    if family == "mlp":
+        return MlpAutoencoder(linspace_sizes(feature_dim, bottleneck, n_layers))
+    if spec is None or tuple(spec.features) != ("raw",):
+        got = "no feature spec" if spec is None else f"features {','.join(spec.features)}"
+        raise ExportInputError(
+            f"the {family} model reads each window as a sequence: train it on --features raw "
+            f"only ({got})"
+        )
+    if n_layers < 2 or bottleneck < 1:
+        raise ExportInputError(
+            f"the {family} model needs --layers ≥ 2 (≥ 1 {family} block before the linear "
+            f"bottleneck) and --bottleneck ≥ 1 (got {n_layers}, {bottleneck})"
+        )
+    n_channels, length = spec.n_channels, spec.segmentation.length
+    if family == "conv1d":
+        return Conv1dAutoencoder(n_channels, length, conv_channels(n_layers - 1), bottleneck)
+    return LstmAutoencoder(n_channels, length, n_layers - 1, bottleneck)
+
+
+def model_from_json(meta: Mapping[str, Any]) -> Autoencoder:
+    """The architecture model.json describes (directories from before families: MLP)."""
+    family = meta.get("family", "mlp")
+    if family not in FAMILIES:
+        raise ExportInputError(
+            f"{MODEL_JSON}: model family {family!r} is unknown to this exporter "
+            f"(it knows {', '.join(FAMILIES)})"
+        )
+    return FAMILIES[family].from_config(meta.get("architecture") or meta)
 
 
 class PathwayModule(nn.Module):
-    """Export wrapper: forward returns (h_1…h_L, x̂, ĥ_1…ĥ_L).
+    """Export wrapper for any family: forward returns (h_1…h_L, x̂, ĥ_1…ĥ_L).
 
-    BatchNorm is folded into the preceding Linear (eval mode), so the deployed graph is
-    Gemm + LeakyRelu only: fewer ops to quantize, and the two encoder passes share exactly
-    one weight tensor per layer.
+    BatchNorm is folded into the preceding Linear or Conv1d (eval mode), so the MLP's deployed
+    graph is Gemm + LeakyRelu only: fewer ops to quantize, and the two encoder passes share
+    exactly one weight tensor per layer.
     """
 
-    def __init__(self, model: MlpAutoencoder) -> None:
+    def __init__(self, model: Autoencoder) -> None:
         super().__init__()
-        encoder = [_fold(block) for block in model.encoder]
-        decoder = [_fold(block) for block in model.decoder]
-        self.encoder = nn.ModuleList(linear for linear, _ in encoder)
-        self.decoder = nn.ModuleList(linear for linear, _ in decoder)
-        self._encoder_act = [act for _, act in encoder]
-        self._decoder_act = [act for _, act in decoder]
-        self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
-
-    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        hidden = []
-        for linear, act in zip(self.encoder, self._encoder_act, strict=True):
-            x = linear(x)
-            x = self.act(x) if act else x
-            hidden.append(x)
-        return hidden
+        self.model = model.folded()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = self._encode(x)
-        y = hidden[-1]
-        for linear, act in zip(self.decoder, self._decoder_act, strict=True):
-            y = linear(y)
-            y = self.act(y) if act else y
-        return (*hidden, y, *self._encode(y))
+        hidden = self.model.encode_path(x)
+        x_hat = self.model.decode(hidden[-1])
+        return (*hidden, x_hat, *self.model.encode_path(x_hat))
 
 
 def pathway_names(n_layers: int) -> tuple[list[str], str, list[str]]:
@@ -135,13 +156,17 @@ def pathway_names(n_layers: int) -> tuple[list[str], str, list[str]]:
 class TrainedModel:
     """A trained model with everything the bundle needs to reproduce its inputs."""
 
-    model: MlpAutoencoder
+    model: Autoencoder
     spec: FeatureSpec
     normalization: Normalization
     history: dict[str, Any] = field(default_factory=dict)
     # Latent codes of (a sample of) the training windows: the latent density is fitted on
     # them (agent.core.density). None: the build fits it on calibration windows instead.
     latent_reference: np.ndarray | None = None
+
+    @property
+    def family(self) -> str:
+        return self.model.family
 
     @property
     def n_layers(self) -> int:
@@ -171,8 +196,9 @@ class TrainedModel:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         meta = {
-            "family": "mlp",
+            "family": self.model.family,
             "layer_sizes": self.model.sizes,
+            "architecture": self.model.config(),
             "input": self.spec.to_json(),
             "normalization": {
                 "mean": self.normalization.mean.tolist(),
@@ -203,8 +229,14 @@ class TrainedModel:
             raise ExportError(
                 f"{root}: not a trained model directory ({MODEL_JSON} + {WEIGHTS_NPZ}): {err}"
             ) from err
-        model = MlpAutoencoder(meta["layer_sizes"])
-        model.load_state_dict(state)
+        model = model_from_json(meta)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ExportError(
+                f"{root}: {WEIGHTS_NPZ} does not fit the {model.family} model {MODEL_JSON} "
+                f"describes: {err}"
+            ) from err
         model.eval()
         norm = meta["normalization"]
         reference = None

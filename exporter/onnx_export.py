@@ -15,6 +15,11 @@ reached Spearman 0.93–0.97 vs fp32 and lost 0.01–0.03 NAP AUROC, W8A16 reach
 The price is speed: onnxruntime's CPU provider has no 16-bit integer Gemm, so W8A16 runs
 dequantize → float Gemm → quantize and is *slower* than fp32 (its gain is a 3–4× smaller
 file); W8A8 keeps the U8S8 kernels.
+
+Families: every family exports through :class:`~exporter.model.PathwayModule`; the conv1d
+graph (Conv, Gemm, LeakyRelu and reshapes) quantizes like the MLP's, per channel along the
+Conv output axis (its default). The lstm graph holds ONNX LSTM ops, which the static QDQ
+quantizer cannot quantize, so it gets no int8 artifact (:func:`int8_unsupported_reason`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import io
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,8 +38,8 @@ import onnx.version_converter
 import torch
 
 from agent.core.bundle.manifest import PathwayIO
-from exporter.errors import ExportError
-from exporter.model import MlpAutoencoder, PathwayModule, pathway_names
+from exporter.errors import ExportError, ExportInputError
+from exporter.model import Autoencoder, PathwayModule, pathway_names
 
 OPSET = 18
 
@@ -45,12 +51,14 @@ def pathway_io(n_layers: int) -> PathwayIO:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """torch.onnx prints progress lines to stdout; keep the CLI's output readable."""
-    with contextlib.redirect_stdout(io.StringIO()):
+    """torch.onnx prints progress lines to stdout, and its tracer warns about internals
+    (e.g. LSTM's flat weights, deprecated pytree helpers); keep the CLI's output readable."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         yield
 
 
-def export_pathway_onnx(model: MlpAutoencoder, feature_dim: int) -> bytes:
+def export_pathway_onnx(model: Autoencoder, feature_dim: int) -> bytes:
     """fp32 ONNX bytes with input ``x`` (dynamic batch) and every pathway output named."""
     model.eval()
     n_layers = len(model.sizes) - 1
@@ -76,6 +84,25 @@ def export_pathway_onnx(model: MlpAutoencoder, feature_dim: int) -> bytes:
     # Clear producer noise so equal weights give equal bytes (reproducible bundles).
     proto.doc_string = ""
     return proto.SerializeToString()
+
+
+# Graph ops that onnxruntime's static QDQ quantizer has no QDQ form for: it would leave them
+# float next to quantized neighbours, and the artifact would be called int8 without being it.
+# (LSTM is only in its dynamic-quantization registry, whose shared-initializer bug rules it
+# out for the pathway: see the module docstring.)
+NO_QDQ_OPS = frozenset({"LSTM", "GRU", "RNN"})
+
+
+def int8_unsupported_reason(fp32_model: bytes) -> str | None:
+    """Why this fp32 pathway gets no int8 artifact, or None when it can be quantized."""
+    ops = {node.op_type for node in onnx.load_from_string(fp32_model).graph.node}
+    blocked = sorted(op for op in ops if op in NO_QDQ_OPS)
+    if not blocked:
+        return None
+    return (
+        f"no int8 artifact: onnxruntime's static QDQ quantization cannot quantize "
+        f"{'/'.join(blocked)} ops (the recurrent layers would stay float)"
+    )
 
 
 class _FeatureReader:
@@ -156,6 +183,9 @@ def quantize_int8(
         raise ExportError(
             f"only {len(calibration)} calibration windows for int8 quantization; need ≥ 16"
         )
+    reason = int8_unsupported_reason(fp32_model)
+    if reason is not None:
+        raise ExportInputError(f"{reason}: build this model with --no-int8")
     with tempfile.TemporaryDirectory(prefix="rapp-quant-") as tmp:
         src, pre, dst = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         Path(src).write_bytes(fp32_model)

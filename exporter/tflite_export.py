@@ -4,10 +4,14 @@ Route: rebuild the pathway in TensorFlow from the *folded* PyTorch weights and c
 ``tf.lite.TFLiteConverter`` and a representative dataset of normal feature vectors. Why this
 route and not a model-to-model translation:
 
-- :class:`~exporter.model.PathwayModule` already folds BatchNorm into Linear, so the graph is
-  nothing but MatMul + bias + LeakyReLU(0.2) — a dozen lines of ``tf.function`` reproduce it
-  exactly (parity ~1e-6 relative), and the converter lowers it to FULLY_CONNECTED and
-  LEAKY_RELU, both with int8 kernels in every LiteRT / tflite-runtime build.
+- :class:`~exporter.model.PathwayModule` already folds BatchNorm into Linear, so the MLP's
+  graph is nothing but MatMul + bias + LeakyReLU(0.2) — a dozen lines of ``tf.function``
+  reproduce it exactly (parity ~1e-6 relative), and the converter lowers it to
+  FULLY_CONNECTED and LEAKY_RELU, both with int8 kernels in every LiteRT / tflite-runtime
+  build. The conv1d family is rebuilt the same way (:mod:`exporter.families_tf`) and lowers
+  to CONV_2D, PAD, TRANSPOSE, RESHAPE, PACK, STRIDED_SLICE (and MEAN when pooled) besides
+  those, all of which convert to 16x8 full-integer; the lstm family has no rebuild, and
+  ``--tflite`` on it fails with an error naming the family.
 - The input signature is ``[None, F]``, so the batch dimension stays dynamic in the TFLite
   file (``shape_signature`` −1) *and* survives full-integer quantization. ONNX→TF translators
   (onnx2tf, onnx-tf) and PyTorch→LiteRT converters either freeze the batch, transpose, pull in
@@ -45,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -55,7 +59,8 @@ from agent.core.backends import BackendError, backend_class
 from agent.core.bundle.manifest import ArtifactSpec, PathwayIO
 from exporter.build import ArtifactCandidate, ExtraArtifacts
 from exporter.errors import ExportError
-from exporter.model import MlpAutoencoder, PathwayModule, TrainedModel
+from exporter.families_tf import check_tflite_support, tf_layers
+from exporter.model import Autoencoder, PathwayModule, TrainedModel
 from exporter.onnx_export import HEADROOM, pathway_io, with_headroom
 
 EXTRA = "tflite-export"
@@ -99,62 +104,22 @@ def _tensorflow() -> Any:
     return tf
 
 
-def _folded_layers(
-    model: MlpAutoencoder,
-) -> tuple[list[tuple[np.ndarray, np.ndarray, bool]], list[tuple[np.ndarray, np.ndarray, bool]]]:
-    """(W (in × out), b, activates) per encoder and decoder layer, BatchNorm folded in."""
-    module = PathwayModule(model.eval()).eval()
-
-    def layers(linears: Sequence[torch.nn.Linear], acts: Sequence[bool]) -> list:
-        return [
-            (
-                lin.weight.detach().cpu().numpy().T.astype(np.float32).copy(),
-                lin.bias.detach().cpu().numpy().astype(np.float32).copy(),
-                bool(act),
-            )
-            for lin, act in zip(linears, acts, strict=True)
-        ]
-
-    return (
-        layers(list(module.encoder), module._encoder_act),
-        layers(list(module.decoder), module._decoder_act),
-    )
-
-
-def _pathway_function(tf: Any, model: MlpAutoencoder, feature_dim: int, io: PathwayIO) -> Any:
+def _pathway_function(tf: Any, model: Autoencoder, feature_dim: int, io: PathwayIO) -> Any:
     """A tf.Module whose ``pathway`` returns {h_i, x_hat, h_hat_i} for an (N × F) input."""
-    from exporter.model import NEGATIVE_SLOPE
-
-    encoder, decoder = _folded_layers(model)
 
     class Pathway(tf.Module):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             super().__init__(name="rapp_pathway")
             # One constant per layer, closed over by both encoder passes → one buffer.
-            self.encoder = [(tf.constant(w), tf.constant(b), a) for w, b, a in encoder]
-            self.decoder = [(tf.constant(w), tf.constant(b), a) for w, b, a in decoder]
-
-        @staticmethod
-        def _layer(x: Any, w: Any, b: Any, act: bool) -> Any:
-            y = tf.matmul(x, w) + b
-            return tf.nn.leaky_relu(y, alpha=NEGATIVE_SLOPE) if act else y
-
-        def _encode(self, x: Any) -> list[Any]:
-            hidden = []
-            for w, b, act in self.encoder:
-                x = self._layer(x, w, b, act)
-                hidden.append(x)
-            return hidden
+            self.encode, self.decode = tf_layers(tf, model)
 
         @tf.function(
             input_signature=[tf.TensorSpec([None, feature_dim], tf.float32, name=io.input)]
         )
         def pathway(self, x: Any) -> dict[str, Any]:
-            hidden = self._encode(x)
-            y = hidden[-1]
-            for w, b, act in self.decoder:
-                y = self._layer(y, w, b, act)
-            hidden_hat = self._encode(y)
+            hidden = self.encode(x)
+            y = self.decode(hidden[-1])
+            hidden_hat = self.encode(y)
             out = dict(zip(io.hidden, hidden, strict=True))
             out[io.x_hat] = y
             out.update(zip(io.hidden_hat, hidden_hat, strict=True))
@@ -179,7 +144,7 @@ def _calibration_batches(features: np.ndarray) -> list[np.ndarray]:
 
 
 def export_pathway_tflite(
-    model: MlpAutoencoder,
+    model: Autoencoder,
     feature_dim: int,
     calibration: np.ndarray | None = None,
     per_channel: bool = True,
@@ -194,6 +159,7 @@ def export_pathway_tflite(
     """
     if activations not in (16, 8):
         raise ExportError(f"int8 activations of {activations} bits: choose 16 or 8")
+    check_tflite_support(model)
     tf = _tensorflow()
     io = pathway_io(len(model.sizes) - 1)
     module = _pathway_function(tf, model, feature_dim, io)
@@ -278,6 +244,7 @@ def tflite_artifacts(
     """
 
     def make(trained: TrainedModel, calibration: np.ndarray) -> list[ArtifactCandidate]:
+        check_tflite_support(trained.model)
         io = pathway_io(trained.n_layers)
         dim = trained.spec.feature_dim
         fp32 = ArtifactCandidate(

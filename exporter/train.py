@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent.core.features import FeatureSpec
 from exporter.errors import ExportError, ExportInputError
-from exporter.model import MlpAutoencoder, linspace_sizes
+from exporter.model import FAMILIES, Autoencoder, make_autoencoder
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,13 @@ class TrainSettings:
     weight_decay: float = 0.0
     validation_fraction: float = 0.2
     seed: int = 0
+    model: str = "mlp"  # the family: one of exporter.model.FAMILIES
+
+    def __post_init__(self) -> None:
+        if self.model not in FAMILIES:
+            raise ExportInputError(
+                f"model family {self.model!r}: choose one of {', '.join(FAMILIES)}"
+            )
 
 
 def seed_everything(seed: int) -> None:
@@ -66,8 +74,12 @@ def train_autoencoder(
     features: np.ndarray,
     settings: TrainSettings,
     progress: Callable[[int, float, float], None] | None = None,
-) -> tuple[MlpAutoencoder, dict]:
-    """Train on (N × F) normal feature vectors; returns the best-validation model and history."""
+    spec: FeatureSpec | None = None,
+) -> tuple[Autoencoder, dict]:
+    """Train on (N × F) normal feature vectors; returns the best-validation model and history.
+
+    ``spec`` (the features' FeatureSpec) is needed by the temporal families, which read each
+    raw window as (channels × window)."""
     if not np.isfinite(features).all():
         raise ExportError("training features hold NaN or inf; clean the recording first")
     seed_everything(settings.seed)
@@ -75,8 +87,9 @@ def train_autoencoder(
     train_idx, val_idx = split_validation(len(x), settings.validation_fraction, settings.seed)
     if len(train_idx) < 2:
         raise ExportError("fewer than 2 training windows after the validation split")
-    sizes = linspace_sizes(x.shape[1], settings.bottleneck, settings.n_layers)
-    model = MlpAutoencoder(sizes)
+    model = make_autoencoder(
+        settings.model, x.shape[1], settings.n_layers, settings.bottleneck, spec
+    )
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )

@@ -83,19 +83,25 @@ class LatentDensity:
         )
 
     @cached_property
-    def rows_scale(self) -> tuple[list[float], list[float]]:
-        return self.centre.tolist(), self.spread.tolist()
-
-    @cached_property
     def rows(self) -> _RowTables:
         """The parameters as Python floats, for the one-window path (:func:`latent_scores`)."""
+        floor = self.log_density.min(axis=1)
+        per_dim = tuple(
+            zip(
+                self.low.tolist(),
+                self.width.tolist(),
+                [tuple(row) for row in self.log_density.tolist()],
+                floor.tolist(),
+                self.mean.tolist(),
+                self.std.tolist(),
+                strict=True,
+            )
+        )
         return _RowTables(
-            low=self.low.tolist(),
-            width=self.width.tolist(),
-            log_density=self.log_density.tolist(),
-            floor=self.log_density.min(axis=1).tolist(),
-            mean=self.mean.tolist(),
-            std=self.std.tolist(),
+            per_dim=per_dim,
+            last_bin=self.log_density.shape[1] - 1,
+            centre=tuple(self.centre.tolist()),
+            spread=tuple(self.spread.tolist()),
         )
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
@@ -146,29 +152,28 @@ ARRAY_FIELDS = ("low", "width", "log_density", "mean", "std", "centre", "spread"
 
 @dataclass(frozen=True)
 class _RowTables:
-    low: list[float]
-    width: list[float]
-    log_density: list[list[float]]
-    floor: list[float]
-    mean: list[float]
-    std: list[float]
+    # Per latent dimension: (low, width, log densities, smallest log density, mean, std).
+    per_dim: tuple[tuple[float, float, tuple[float, ...], float, float, float], ...]
+    last_bin: int
+    centre: tuple[float, ...]
+    spread: tuple[float, ...]
 
 
 def _row_components(code: list[float], t: _RowTables) -> tuple[float, float]:
     """:func:`raw_components` of one code with Python floats (for :func:`latent_scores`):
-    the same operations in the
-    same order (tests hold the two paths to 1e-12). The live path scores one window at a
-    time, where some twenty numpy calls on 12 numbers cost ~5× this loop."""
+    the same operations in the same order (tests hold the two paths to 1e-12). The live path
+    scores one window at a time, right after the runtime has streamed the model's weights
+    through the caches, where some twenty numpy calls on 12 numbers cost ~5× this loop."""
     histogram = 0.0
     squares = 0.0
-    bins = len(t.log_density[0])
-    for j, value in enumerate(code):
-        index = math.floor((value - t.low[j]) / t.width[j])
-        if index < 0 or index > bins - 1:
-            histogram -= t.floor[j] - max(-index, index - (bins - 1))
+    last = t.last_bin
+    for value, (low, width, log_density, floor, mean, std) in zip(code, t.per_dim, strict=True):
+        index = math.floor((value - low) / width)
+        if index < 0 or index > last:
+            histogram -= floor - max(-index, index - last)
         else:
-            histogram -= t.log_density[j][index]
-        standardized = (value - t.mean[j]) / t.std[j]
+            histogram -= log_density[index]
+        standardized = (value - mean) / std
         squares += standardized * standardized
     return histogram, math.log(squares + 1e-12)
 
@@ -264,8 +269,9 @@ def latent_scores(
     if len(z) != 1:
         density = density_score(z, params)
         return density, combined_score(nap, density, params)
-    centre, spread = params.rows_scale
-    histogram, gaussian = _row_components(z[0].tolist(), params.rows)
+    rows = params.rows
+    centre, spread = rows.centre, rows.spread
+    histogram, gaussian = _row_components(z[0].tolist(), rows)
     level = 0.5 * ((histogram - centre[1]) / spread[1] + (gaussian - centre[2]) / spread[2])
     density = math.exp(min(level, MAX_LEVEL))
     nap_level = (math.log(float(nap[0]) + 1e-12) - centre[0]) / spread[0]

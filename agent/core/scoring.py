@@ -49,6 +49,7 @@ from agent.core.rapp import (
     channel_attribution,
     channel_excess,
     error_shares,
+    excess_votes,
     float32_nap,
     nap_float32_error,
     nap_probes,
@@ -73,9 +74,10 @@ class Scores:
     recon: np.ndarray
     sap: np.ndarray
     nap: np.ndarray
-    # (N × C) per-channel contribution: calibration-standardized excess of reconstruction
-    # error and input deviation (agent.core.rapp.channel_excess), or for bundles without those
-    # statistics the channel shares of the calibration-scaled input-space error.
+    # (N × C) per-channel contribution: votes of the calibration-standardized excess of
+    # reconstruction error and of input deviation (agent.core.rapp.channel_excess), or for
+    # bundles without those statistics the channel shares of the calibration-scaled
+    # input-space error.
     contributions: np.ndarray
     # Bundles with a latent density (agent.core.density) only; None otherwise.
     density: np.ndarray | None = None
@@ -140,7 +142,7 @@ class Scorer:
             return numpy32
         candidate = cls(bundle, loaded, backend, nap=numpy32._nap, fused=fused)
         x = bundle.canary_inputs
-        offset = candidate.step_matrices().offset[3:]
+        offset = candidate.step_matrices().offset
         try:
             error = _fused_error(candidate.score(x), reference.score(x), offset)
         except BackendError:
@@ -176,19 +178,12 @@ class Scorer:
         if self._fused is not None:
             return self._score_fused(features)
         pathway = self.backend.run(features)
-        diffs = pathway_differences(pathway.hidden, pathway.hidden_hat, self._layers)
-        if self._nap.projection.dtype != np.float32:
-            # One float64 copy of D shared by SAP and NAP (each would otherwise cast its own).
-            diffs = diffs.astype(np.float64)
-        return _with_density(
-            Scores(
-                recon=recon_score(pathway.x, pathway.x_hat),
-                sap=sap_score(diffs),
-                nap=nap_score(diffs, self._nap),
-                contributions=self._contributions(pathway.x, pathway.x_hat),
-            ),
-            pathway.hidden[-1],
-            self._density,
+        values = pathway_scores(
+            pathway.hidden, pathway.hidden_hat, self._layers, self._nap, self._density
+        )
+        return Scores(
+            contributions=self._contributions(pathway.x, pathway.x_hat),
+            **values,
         )
 
     def _score_fused(self, features: np.ndarray) -> Scores:
@@ -196,15 +191,18 @@ class Scorer:
         # Column views of it: after the run every further numpy call costs ~1 µs (the step
         # has just streamed its weights through the caches), so no copies here.
         n_channels = self.bundle.manifest.input.n_channels
-        if out.shape[1] != 3 + n_channels + (0 if self._density is None else self._density.dim):
+        attribution = n_channels * (1 if self._standardizer is None else 2)
+        if out.shape[1] != 3 + attribution + (0 if self._density is None else self._density.dim):
             raise BackendError(f"the fused step returned {out.shape[1]} columns per window")
-        contributions = out[:, 3 : 3 + n_channels]
         if self._standardizer is None:
-            contributions = error_shares(contributions)
+            contributions = error_shares(out[:, 3 : 3 + n_channels])
+        else:
+            middle = 3 + n_channels
+            contributions = excess_votes(out[:, 3:middle], out[:, middle : middle + n_channels])
         nap = out[:, 2]
         density = combined = None
         if self._density is not None:
-            density, combined = latent_scores(out[:, 3 + n_channels :], nap, self._density)
+            density, combined = latent_scores(out[:, 3 + attribution :], nap, self._density)
         return Scores(out[:, 0], out[:, 1], nap, contributions, density, combined)
 
     def score_segments(self, segments: Sequence[Segment]) -> Scores:
@@ -237,19 +235,28 @@ class Scorer:
         return worst
 
 
-def _with_density(scores: Scores, codes: np.ndarray, density: LatentDensity | None) -> Scores:
-    """``scores`` plus the density and combined scores of the latent ``codes``."""
-    if density is None:
-        return scores
-    dens, combined = latent_scores(codes, scores.nap, density)
-    return Scores(
-        recon=scores.recon,
-        sap=scores.sap,
-        nap=scores.nap,
-        contributions=scores.contributions,
-        density=dens,
-        combined=combined,
-    )
+def pathway_scores(
+    hidden: Sequence[np.ndarray],
+    hidden_hat: Sequence[np.ndarray],
+    layers: Sequence[int],
+    nap: NapParams,
+    density: LatentDensity | None = None,
+) -> dict[str, np.ndarray]:
+    """Recon, SAP, NAP (and density, combined for bundles with a latent density) of a
+    pathway run, on the numpy path: what :meth:`Scorer.score` computes and the exporter
+    calibrates on."""
+    diffs = pathway_differences(tuple(hidden), tuple(hidden_hat), layers)
+    if nap.projection.dtype != np.float32:
+        # One float64 copy of D shared by SAP and NAP (each would otherwise cast its own).
+        diffs = diffs.astype(np.float64)
+    values = {
+        "recon": recon_score(hidden[0], hidden_hat[0]),
+        "sap": sap_score(diffs),
+        "nap": nap_score(diffs, nap),
+    }
+    if density is not None:
+        values["density"], values["combined"] = latent_scores(hidden[-1], values["nap"], density)
+    return values
 
 
 def _standardizer(
@@ -295,7 +302,9 @@ def _fused_error(got: Scores, ref: Scores, offset: np.ndarray) -> float:
     """Worst error of fused scores against the reference, in units of the tolerance's scale
     (see the module docstring)."""
     worst = max(relative_error(got.get(name), ref.get(name)) for name in ref.names)
-    scale = np.abs(ref.contributions) + np.abs(offset) + 1.0
+    # float32 cancels against the calibration offsets; a vote moves by at most its
+    # excess's error, so the largest offset bounds the scale of the attribution's error.
+    scale = np.abs(ref.contributions) + float(np.abs(offset).max()) + 1.0
     return max(worst, float((np.abs(got.contributions - ref.contributions) / scale).max()))
 
 

@@ -5,8 +5,11 @@ breakdown". Per kind (``axis`` is the joint the label names, 1–6):
 
 - ``friction``  reducer wear: Coulomb + viscous friction of the axis grow linearly from onset
   to ``1 + severity`` times normal over ``ramp_s`` seconds, then stay there.
-- ``backlash``  a decaying torque kick (``0.15 × severity`` of the axis' rated current) each
-  time the axis reverses direction.
+- ``backlash``  lost motion in the reducer: each time the axis' torque changes sign, a dead zone
+  (the current drops to zero while the gap is crossed, 25–60 ms) then an impact that rings at
+  the drive train's first mode (``0.3 × severity`` of the axis' rated current, 12–30 Hz,
+  damping ratio 0.1); an axis whose torque never changes sign (gravity-loaded J2, J3, J5 in
+  the programs) shows nothing. See :mod:`firmware_config.simulator.backlash`.
 - ``collision`` a half-sine current impulse (``0.8 × severity`` of rated current) lasting
   ``duration_s`` (default 0.1 s); only the impulse is labelled.
 - ``payload``   the payload changes at onset: ``mode="loss"`` (default) removes ``severity``

@@ -16,6 +16,7 @@ import numpy as np
 
 from firmware_config.channel_map import ChannelMap, load_builtin_map
 from firmware_config.simulator.arm import ArmParameters, joint_torques, motor_currents
+from firmware_config.simulator.backlash import GapCrossings, backlash_currents, backlash_faults
 from firmware_config.simulator.config import (
     FAULT_LABELS,
     N_AXES,
@@ -31,7 +32,7 @@ from firmware_config.simulator.faults import (
     payload_scale,
 )
 from firmware_config.simulator.noise import STREAM_NOISE, STREAM_PAYLOAD, normal, uniform
-from firmware_config.simulator.programs import Trajectory
+from firmware_config.simulator.programs import Motion, Trajectory
 
 PAYLOAD_VARIATION_SPAN = 0.05  # ±5 % per cycle, within spec
 COLD_FRICTION_FACTOR = 1.5  # friction of a cold joint relative to a warm one
@@ -116,6 +117,10 @@ class Simulator:
         self._trajectory = Trajectory(config)
         self._rated = self.arm.rated
         self._sigma = self._rated * self.arm.noise_fraction
+        self._torque_constant = np.asarray(self.arm.torque_constant)
+        self._crossings = GapCrossings(
+            self._torques_at, config.sample_rate_hz, self._rated * self._torque_constant
+        )
 
     @property
     def n_samples(self) -> int | None:
@@ -168,6 +173,28 @@ class Simulator:
         self, t: np.ndarray, index: np.ndarray, faults: tuple[FaultSpec, ...]
     ) -> np.ndarray:
         cfg = self.config
+        motion, torques = self._dynamics(t, faults)
+        amps = motor_currents(self.arm, torques)
+        amps += extra_currents(t, motion.q, faults, self._rated)
+        if backlash_faults(faults):
+            amps += backlash_currents(
+                index,
+                torques,
+                faults,
+                self._crossings,
+                self._torque_constant,
+                self._rated,
+                cfg.sample_rate_hz,
+            )
+        if cfg.noise:
+            cells = (index[:, None] * N_AXES + np.arange(N_AXES)).astype(np.uint64)
+            amps += normal(cfg.seed, STREAM_NOISE, cells) * self._sigma
+        return amps
+
+    def _dynamics(self, t: np.ndarray, faults: tuple[FaultSpec, ...]) -> tuple[Motion, np.ndarray]:
+        """Joint motion and torques (n, 6) at sample times ``t``: nuisances and faults that act
+        inside the dynamics (payload, friction) included, no sensor noise."""
+        cfg = self.config
         motion = self._trajectory.motion(t)
         payload = np.full(t.shape[0], cfg.payload_kg)
         if cfg.payload_variation:
@@ -178,13 +205,10 @@ class Simulator:
         if cfg.warmup:
             decay = np.exp(-t[:, None] / np.asarray(THERMAL_TIME_CONSTANT_S))
             friction *= np.exp(math.log(COLD_FRICTION_FACTOR) * decay)
-        torques = joint_torques(self.arm, motion.q, motion.qd, motion.qdd, payload, friction)
-        amps = motor_currents(self.arm, torques)
-        amps += extra_currents(t, motion.q, self._trajectory, faults, self._rated)
-        if cfg.noise:
-            cells = (index[:, None] * N_AXES + np.arange(N_AXES)).astype(np.uint64)
-            amps += normal(cfg.seed, STREAM_NOISE, cells) * self._sigma
-        return amps
+        return motion, joint_torques(self.arm, motion.q, motion.qd, motion.qdd, payload, friction)
+
+    def _torques_at(self, t: np.ndarray, faults: tuple[FaultSpec, ...]) -> np.ndarray:
+        return self._dynamics(t, faults)[1]
 
     def _apply_sensor_faults(
         self, raw: np.ndarray, t: np.ndarray, start: int, faults: tuple[FaultSpec, ...]

@@ -1,8 +1,9 @@
 """Fault injection and labels: how each :class:`FaultSpec` changes the arm's currents.
 
 Faults act where they would in a real drive train — friction and payload inside the dynamics,
-kicks, impulses and ripple as extra motor current, sensor faults on the ADC counts — and every
-effect is a pure function of the sample time, so chunked simulation stays exact.
+impulses and ripple as extra motor current, sensor faults on the ADC counts — and every effect
+is a pure function of the sample time, so chunked simulation stays exact. Backlash, which
+depends on the torque history, has its own module (:mod:`firmware_config.simulator.backlash`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from firmware_config.simulator.config import N_AXES, FaultSpec
-from firmware_config.simulator.programs import Trajectory
 
 FRICTION_GAIN = 1.0  # friction × (1 + gain × severity) when fully developed
-BACKLASH_GAIN = 0.15  # kick amplitude, fraction of rated current
-BACKLASH_DELAY_S = 0.03  # motor crosses the gap this long after the move starts
-BACKLASH_DECAY_S = 0.012
-BACKLASH_RING_HZ = 40.0
-BACKLASH_WINDOW_S = 6 * BACKLASH_DECAY_S
 COLLISION_GAIN = 0.8
 RIPPLE_GAIN = 0.06
 RIPPLE_ORDER = 12.0  # ripple periods per radian of joint travel
@@ -69,13 +64,9 @@ def payload_scale(t: np.ndarray, faults: Sequence[FaultSpec]) -> np.ndarray:
 
 
 def extra_currents(
-    t: np.ndarray,
-    q: np.ndarray,
-    trajectory: Trajectory,
-    faults: Sequence[FaultSpec],
-    rated: np.ndarray,
+    t: np.ndarray, q: np.ndarray, faults: Sequence[FaultSpec], rated: np.ndarray
 ) -> np.ndarray:
-    """Motor current added by backlash, collision and ripple faults, (n, 6) amps."""
+    """Motor current added by collision and ripple faults, (n, 6) amps."""
     extra = np.zeros((t.shape[0], N_AXES))
     for fault in faults:
         axis = fault.axis - 1
@@ -87,25 +78,7 @@ def extra_currents(
         elif fault.kind == "ripple":
             wave = np.sin(RIPPLE_ORDER * q[:, axis])
             extra[:, axis] += np.where(active(t, fault), RIPPLE_GAIN * amplitude * wave, 0.0)
-        elif fault.kind == "backlash":
-            extra[:, axis] += _backlash(t, trajectory, fault, BACKLASH_GAIN * amplitude)
     return extra
-
-
-def _backlash(t: np.ndarray, trajectory: Trajectory, fault: FaultSpec, amp: float) -> np.ndarray:
-    starts, direction = trajectory.reversals(fault.axis - 1)
-    kicks = starts + BACKLASH_DELAY_S
-    keep = (kicks >= fault.onset_s) & (kicks < fault.end_s)
-    kicks, direction = kicks[keep], direction[keep]
-    if kicks.size == 0:
-        return np.zeros(t.shape[0])
-    last = np.searchsorted(kicks, t, side="right") - 1
-    nearest = np.maximum(last, 0)
-    since = t - kicks[nearest]
-    inside = (last >= 0) & (since < BACKLASH_WINDOW_S)
-    since = np.where(inside, since, 0.0)
-    ring = np.exp(-since / BACKLASH_DECAY_S) * np.cos(2 * np.pi * BACKLASH_RING_HZ * since)
-    return np.where(inside, amp * direction[nearest] * ring, 0.0)
 
 
 def labels(t: np.ndarray, faults: Sequence[FaultSpec]) -> tuple[np.ndarray, np.ndarray]:

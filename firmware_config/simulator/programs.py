@@ -20,7 +20,6 @@ from firmware_config.simulator.config import N_AXES, SimulationConfig
 from firmware_config.simulator.noise import STREAM_SPEED, uniform
 
 SPEED_OVERRIDE_SPAN = 0.05  # ±5 % time scaling per cycle
-MOVING_EPS_RAD = 1e-3  # an axis "moves" in a segment if it travels more than this
 LOOKAHEAD_S = 60.0  # extend the cycle table this far beyond the time asked for
 
 HOME = (0.0, 0.9, -1.6, 0.0, 0.7, 0.0)
@@ -193,17 +192,3 @@ class Trajectory:
         qd = dq * (dp / dur)[:, None]
         qdd = dq * (ddp / (dur * dur))[:, None]
         return Motion(q=q, qd=qd, qdd=qdd, cycle=a["cycle"][seg])
-
-    def reversals(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
-        """Start times of moves where ``axis`` (0-based) reverses, and the new direction (±1).
-
-        A reversal is a move whose direction differs from the axis' previous move; dwells and
-        moves that leave the axis still do not count.
-        """
-        a = self._arrays
-        delta = a["dq"][:, axis]
-        moving = np.abs(delta) > MOVING_EPS_RAD
-        starts = a["t0"][moving]
-        direction = np.sign(delta[moving])
-        flips = np.flatnonzero(direction[1:] != direction[:-1]) + 1
-        return starts[flips], direction[flips]

@@ -1,10 +1,11 @@
 """`python -m benchmarks.run --quick` (the CI smoke run of `make bench`) produces every file.
 
 Runs the real harness — PyTorch/ONNX/LiteRT timing, real agent processes with a real
-mosquitto, the digit protocol, benchmarks.sim_report — on small settings into a temp folder,
-and checks the results files, tables, plots and SUMMARY.md are there. It asserts no speed (the
-harness reports numbers; a shared box is too noisy to judge them). The CNC evaluation is left
-out here (its own tests cover it, and it needs the recordings beside the repository).
+mosquitto, the digit protocol, benchmarks.sim_report and benchmarks.sim_healthy — on small
+settings into a temp folder, and checks the results files, tables, plots and SUMMARY.md are
+there. It asserts no speed (the harness reports numbers; a shared box is too noisy to judge
+them). The CNC evaluation is left out here (its own tests cover it, and it needs the
+recordings beside the repository).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def test_every_results_file_is_written(quick_run: Path) -> None:
         "quality.md",
         "SUMMARY.md",
         "sim_report/report.json",
+        "sim_healthy.json",
+        "sim_healthy.md",
         "sim_report/score_traces.png",
         "plots/scoring_latency.png",
         "plots/streaming_latency.png",
@@ -110,6 +113,12 @@ def test_summary_has_targets_and_tables(quick_run: Path) -> None:
         "## Detection quality",
         "| friction | J2 |",
         "unimodal",
+        "**Every task, default flags**",
+        "| simulator friction (J2) |",
+        "| digits multimodal |",
+        "combined ≥ best baseline (IsolationForest, PCA) on every task",
+        "0 alarms over ≥ 2 h × ≥ 5 healthy seeds",
+        "one fault episode → exactly one raise and one clear",
     ):
         assert phrase in text, phrase
     assert "Quick smoke run" in text

@@ -63,7 +63,7 @@ def test_evaluate_prints_the_tables_and_writes_the_json(recordings, tmp_path):
     report = json.loads(out.read_text())
     assert report["bundle"]["alarm_score"] == "nap"
     windows = report["windows"]["all"]
-    assert set(windows["auroc"]) == {"recon", "sap", "nap", "iforest", "pca"}
+    assert set(windows["auroc"]) == {"recon", "sap", "nap", "density", "combined", "iforest", "pca"}
     assert windows["windows"] > 50 and 0 < windows["anomalous"] < windows["windows"]
     assert windows["auroc"]["nap"] > 0.9
     assert set(report["windows"]["groups"]) == {"collision", "friction", "normal"}
@@ -91,7 +91,7 @@ def test_evaluate_groups_by_directory_and_runs_without_baselines(recordings, tmp
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert set(report["windows"]["all"]["auroc"]) == {"recon", "sap", "nap"}
+    assert set(report["windows"]["all"]["auroc"]) == {"recon", "sap", "nap", "density", "combined"}
     assert report["settings"]["baselines"] is None
     assert set(report["events"]["groups"]) == {"faults", "ok"}
 

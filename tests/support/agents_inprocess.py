@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,9 +18,19 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "agent" / "schemas"
 
 def expected_events(config_path: Path) -> list[tuple[str, int, int]]:
     """(kind, seq_first, seq_last) of every alarm event the agent raises on this config's
-    replay — computed by the agent itself, in-process, without MQTT."""
+    replay — computed by the agent itself, in-process, without MQTT.
+
+    The replay runs as fast as the pipeline takes it (speed 0, which loses nothing): events
+    are numbered by chunk and window, not by the clock, so the pace the test's own agent
+    replays at does not change them, and a 20 s recording is not waited out twice."""
     config = load_config(config_path)
-    config = type(config)(**{**config.__dict__, "mqtt": None})
+    robots = tuple(
+        dataclasses.replace(r, source=dataclasses.replace(r.source, speed=0.0))
+        if hasattr(r.source, "speed")
+        else r
+        for r in config.robots
+    )
+    config = dataclasses.replace(config, mqtt=None, robots=robots)
     agent = Agent(config, notifier=SdNotifier(None))
     events = []
     agent.start()

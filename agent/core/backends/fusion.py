@@ -6,7 +6,7 @@ folds into one concatenation, one GEMM and one affine map (see docs/architecture
     D  = [d_l for l in layers]                           differences ĥ_l − h_l   (N × M)
     z  = (D − μ) W                                       NAP projection          (N × k)
     R  = [D | x̂ − x (if layer 0 is not in D) | x − m (standardized attribution) | z]
-    Y  = max(0, (R ⊙ R) · reduce − offset)               (N × (3 + C))
+    Y  = max(0, (R ⊙ R) · reduce − offset)               (N × (3 + A))
     out = [Y | h_L] for bundles with a latent density, else Y
 
 (the latent code h_L rides along so the density score, agent.core.density, is computed from
@@ -16,12 +16,14 @@ the same run.)
 GEMM adding onto the last — on the shipped model that beat one concatenation by ~5 %.)
 
 ``reduce`` sums the squares into the columns :data:`SCORE_COLUMNS` (recon, sap, nap) and the
-per-channel attribution: calibration-scaled reconstruction error per channel, plus for bundles
-with attribution statistics the input deviation, each divided by its calibration spread, with
-the calibration means folded into ``offset`` — exactly ``agent.core.rapp.channel_excess``.
-Bundles without those statistics get the per-channel errors (``offset`` 0), which the scorer
-turns into shares (``agent.core.rapp.error_shares``). The score columns are sums of squares,
-so the final max(0, ·) leaves them alone.
+A attribution columns. For bundles with attribution statistics A = 2C: the calibration-scaled
+reconstruction error per channel, then the input deviation per channel, each divided by its
+calibration spread with the calibration mean folded into ``offset``, so max(0, ·) gives the
+excesses e⁺ and v⁺ that the scorer turns into votes (``agent.core.rapp.excess_votes``) —
+exactly ``agent.core.rapp.channel_excess``. Bundles without those statistics get A = C
+per-channel errors (``offset`` 0), which the scorer turns into shares
+(``agent.core.rapp.error_shares``). The score columns are sums of squares, so the final
+max(0, ·) leaves them alone.
 
 Only the subtraction D − μ precedes the projection: folding μ into a bias (D·W − μ·W) would
 cancel catastrophically in float32 when windows sit close to the calibration mean.
@@ -49,8 +51,8 @@ class StepMatrices:
     nap_mean: np.ndarray  # μ (M,)
     nap_projection: np.ndarray  # W (M × k)
     feature_mean: np.ndarray | None  # m (F,) for standardized attribution, else None
-    reduce: np.ndarray  # (rows of R) × (3 + C)
-    offset: np.ndarray  # (3 + C,)
+    reduce: np.ndarray  # (rows of R) × (3 + A), A = 2C with attribution statistics, else C
+    offset: np.ndarray  # (3 + A,)
     blocks: tuple[int, ...]  # widths of R's blocks, in order: M, [F,] [F,] k
     latent_width: int = 0  # width of h_L appended to the output (0: none)
 
@@ -63,8 +65,12 @@ class StepMatrices:
 
     @property
     def width(self) -> int:
-        """Columns of the step's output: recon, sap, nap, one per channel, then h_L."""
+        """Columns of the step's output: recon, sap, nap, the attribution, then h_L."""
         return int(self.reduce.shape[1]) + self.latent_width
+
+    @property
+    def attribution_width(self) -> int:
+        return int(self.reduce.shape[1]) - len(SCORE_COLUMNS)
 
 
 def step_matrices(
@@ -94,21 +100,25 @@ def step_matrices(
         k,
     )
     rows = sum(blocks)
-    reduce = np.zeros((rows, 3 + n_channels))
-    offset = np.zeros(3 + n_channels)
+    n_columns = 3 + n_channels * (1 if standardizer is None else 2)
+    reduce = np.zeros((rows, n_columns))
+    offset = np.zeros(n_columns)
     errors = slice(error_row, error_row + n_features)
+    error_columns = slice(3, 3 + n_channels)
     reduce[:m, 1] = 1.0  # sap: every difference
     reduce[errors, 0] = 1.0  # recon: x̂ − x
     reduce[rows - k :, 2] = 1.0  # nap: every projection
-    reduce[errors, 3:] = weights
+    reduce[errors, error_columns] = weights
     if standardizer is not None:
         s = standardizer
-        reduce[errors, 3:] /= s.error_std
+        deviation_columns = slice(3 + n_channels, 3 + 2 * n_channels)
+        reduce[errors, error_columns] /= s.error_std
         onehot = np.zeros((n_features, n_channels))
         onehot[np.arange(n_features), np.asarray(feature_channel, dtype=np.int64)] = 1.0
         scale = onehot / np.square(s.feature_std)[:, None] / s.deviation_std
-        reduce[deviation_row : deviation_row + n_features, 3:] = scale
-        offset[3:] = s.error_mean / s.error_std + s.deviation_mean / s.deviation_std
+        reduce[deviation_row : deviation_row + n_features, deviation_columns] = scale
+        offset[error_columns] = s.error_mean / s.error_std
+        offset[deviation_columns] = s.deviation_mean / s.deviation_std
     return StepMatrices(
         layers=tuple(layers),
         separate_recon=separate_recon,

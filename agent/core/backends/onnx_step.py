@@ -22,7 +22,7 @@ OUTPUT = PREFIX + "scores"
 
 def append_step(model: bytes, io: PathwayIO, step: StepMatrices) -> bytes:
     """``model`` with the step's nodes added and one more output, :data:`OUTPUT`
-    (N × (3 + C [+ latent width]))."""
+    (N × (3 + attribution width [+ latent width]))."""
     hidden = [io.input, *io.hidden]
     hidden_hat = [io.x_hat, *io.hidden_hat]
     nodes: list[bytes] = []

@@ -100,3 +100,38 @@ def test_missing_bundle_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
     args = ["--bundle", str(tmp_path / "nope.rapp"), "--out", str(tmp_path / "out")]
     assert main(args) == EXIT_USAGE
     assert "nope.rapp" in capsys.readouterr().err
+
+
+def test_baselines_score_the_same_windows_under_every_precision(report: dict) -> None:
+    """IsolationForest and PCA do not run through the bundle: the windows each precision
+    scored are the same spans, so their AUROC is the same under both."""
+    assert report["baselines"]["names"] == ["iforest", "pca"]
+    assert "seed 1" in report["baselines"]["fitted_on"]
+    for fault in report["faults"]:
+        fp32, int8 = fault["results"]["fp32"], fault["results"]["int8"]
+        for name in ("auroc_iforest", "auroc_pca"):
+            assert 0.0 <= fp32[name] <= 1.0, (fault["kind"], name)
+            assert fp32[name] == int8[name], (fault["kind"], name)
+
+
+def test_combined_columns_follow_the_bundle(report: dict, report_dir: Path) -> None:
+    """The shipped bundle may predate the latent density: then no density/combined figure."""
+    has_density = "combined" in report["scores"]
+    for fault in report["faults"]:
+        for result in fault["results"].values():
+            assert (result["auroc_combined"] is not None) == has_density
+    section = (report_dir / "report.md").read_text().split("## The same windows", 1)[1]
+    header = section.split("\n## ", 1)[0].splitlines()[2]
+    assert ("combined fp32" in header) == has_density and "IsolationForest" in header
+
+
+@pytest.mark.parametrize("kind", ["collision", "payload", "sensor"])
+def test_alarm_events_of_clearly_visible_faults(report: dict, kind: str) -> None:
+    """Every event alarmed, no alarm outside one, none on the normal runs."""
+    fault = next(f for f in report["faults"] if f["kind"] == kind)
+    for precision, result in fault["results"].items():
+        events = result["events"]
+        assert events["events"] >= 1 and events["recall"] == 1.0, (kind, precision, events)
+        assert events["precision"] == 1.0 and events["false_alarms"] == 0, (kind, events)
+        assert events["false_alarms_per_hour"] == 0.0 and events["normal_hours"] > 0
+        assert 0.0 <= events["delay_s"]["mean"] <= events["delay_s"]["max"]

@@ -42,6 +42,8 @@ MINIMAL = {
         "sign": ["sign", "--bundle", "b.rapp", "--key", "release.key"],
         "push": ["push", "--bundle", "b.rapp", "--broker", "h:1", "--device", "d"],
         "evaluate": ["evaluate", "--bundle", "b.rapp", "--data", "d.csv"],
+        "retrain": ["retrain", "--bundle", "b", "--model", "m", "--capture", "c", "--out", "o"],
+        "merge": ["merge", "--member", "a.rapp", "ma", "--member", "b.rapp", "mb", "--out", "o"],
     },
     "rapp-firmware": {
         "header": ["header"],

@@ -17,14 +17,17 @@ from agent.core.rapp import (
     channel_attribution,
     default_rtol,
     error_shares,
+    excess_votes,
     fit_nap,
     float32_nap,
+    holdout_spread,
     nap_float32_error,
     nap_probes,
     nap_score,
     pathway_differences,
     recon_score,
     sap_score,
+    stable_nap,
 )
 
 GOLDEN = Path(__file__).parents[2] / "golden" / "rapp_scores.json"
@@ -193,3 +196,84 @@ def test_float32_error_flags_a_mean_float32_cannot_resolve():
 def test_error_shares_are_channel_attribution():
     per_channel = np.array([[1.0, 3.0], [0.0, 0.0]])
     np.testing.assert_allclose(error_shares(per_channel), [[0.25, 0.75], [0.5, 0.5]])
+
+
+def _decaying(n: int, m: int, seed: int) -> np.ndarray:
+    """Normal-like difference rows: a spectrum decaying over four decades."""
+    rng = np.random.default_rng(seed)
+    scales = np.logspace(0, -4, m)
+    return rng.normal(size=(n, m)) * scales + 3.0
+
+
+def test_holdout_spread_is_one_on_the_fit_rows():
+    d = _decaying(200, 20, 0)
+    nap = fit_nap(d)
+    np.testing.assert_allclose(holdout_spread(nap, len(d), d), 1.0, rtol=1e-9)
+
+
+def test_stable_nap_keeps_every_direction_when_the_data_support_them():
+    fit, hold = _decaying(4000, 20, 1), _decaying(4000, 20, 2)
+    nap = fit_nap(fit)
+    assert nap.k >= 15
+    assert stable_nap(nap, len(fit), hold).k == nap.k
+
+
+def test_stable_nap_drops_directions_fitted_to_noise():
+    # As many fit rows as columns: the smallest singular values describe these rows only.
+    fit, hold = _decaying(60, 80, 3), _decaying(400, 80, 4)
+    nap = fit_nap(fit)
+    stable = stable_nap(nap, len(fit), hold)
+    assert 1 <= stable.k < nap.k
+    np.testing.assert_array_equal(stable.projection, nap.projection[:, : stable.k])
+    # What was kept holds on new rows: their NAP is near its fit-row level (k / N per row).
+    new = _decaying(400, 80, 5)
+    per_row_fit = stable.k / len(fit)
+    assert nap_score(new, stable).mean() < 3 * per_row_fit
+    assert nap_score(new, nap).mean() > 5 * nap.k / len(fit)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(30, 400), st.integers(0, 1000))
+def test_stable_rank_grows_no_faster_than_the_data(n, seed):
+    """Kept directions never exceed the rtol rule's and stay below half the fit rows once
+    the fit is rank-limited by its rows (the case where the rtol rule followed N − 1)."""
+    fit, hold = _decaying(n, 120, seed), _decaying(n, 120, seed + 1)
+    nap = fit_nap(fit)
+    stable = stable_nap(nap, n, hold)
+    assert 1 <= stable.k <= nap.k
+    if nap.k == n - 1:
+        assert stable.k < 0.75 * n
+
+
+def test_a_local_deviation_outvotes_an_error_spill():
+    """Simulator friction on J3: the error spills onto every channel, most where normal
+    error is steadiest; the input deviation stays on J3. Summed z-scores named J6."""
+    error = np.array([[88.0, 194.0, 88.0, 200.0, 210.0, 263.0]])
+    error[0, 0] = 150.0
+    deviation = np.array([[2.0, 2.0, 96.0, 2.0, 2.0, 2.0]])
+    assert int(np.argmax(error + deviation)) == 5
+    votes = excess_votes(error, deviation)
+    assert int(np.argmax(votes)) == 2
+    assert votes.sum() < 2.0
+
+
+def test_excess_votes_are_small_and_continuous_near_normal():
+    rng = np.random.default_rng(0)
+    tiny = rng.uniform(0, 1e-3, size=(50, 6))
+    votes = excess_votes(tiny, tiny[::-1])
+    assert votes.max() < 0.01
+    nudged = excess_votes(tiny + 1e-9, tiny[::-1])
+    assert np.abs(nudged - votes).max() < 1e-8
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000))
+def test_excess_votes_one_row_path_matches_the_batch_path(seed):
+    rng = np.random.default_rng(seed)
+    e = np.maximum(rng.normal(scale=rng.uniform(0.1, 100), size=(5, 6)), 0.0)
+    v = np.maximum(rng.normal(scale=rng.uniform(0.1, 100), size=(5, 6)), 0.0)
+    batch = excess_votes(e, v)
+    for i in range(len(e)):
+        np.testing.assert_allclose(
+            excess_votes(e[i : i + 1], v[i : i + 1])[0], batch[i], rtol=1e-12
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import time
 from pathlib import Path
@@ -11,11 +12,13 @@ import numpy as np
 import pytest
 
 from firmware_config.channel_map import ChannelMap
+from firmware_config.cli import main as firmware_main
 from firmware_config.simulator import (
     FAULT_KINDS,
     FAULT_LABELS,
     PROGRAMS,
     FaultSpec,
+    SimulatedRun,
     SimulationConfig,
     SimulationError,
     Simulator,
@@ -36,6 +39,19 @@ def rms(values: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(values.astype(np.float64) ** 2, axis=0))
 
 
+def cycle_grid(values: np.ndarray, cycle_start: np.ndarray, length: int) -> np.ndarray:
+    """Each whole cycle of one channel on ``length`` points (linear point sampling over the
+    cycle's span, as the agent's cycle segmentation resamples), (n_cycles, length)."""
+    starts = np.flatnonzero(cycle_start)
+    grid = np.linspace(0.0, 1.0, length)
+    return np.stack(
+        [
+            np.interp(grid, np.linspace(0.0, 1.0, b - a), values[a:b].astype(np.float64))
+            for a, b in itertools.pairwise(starts.tolist())
+        ]
+    )
+
+
 def test_same_seed_same_bytes_other_seed_other_bytes() -> None:
     config = SimulationConfig(seed=5, duration_s=20)
     a, b = simulate(config), simulate(config)
@@ -48,6 +64,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes() -> None:
 def test_chunking_does_not_change_a_single_sample() -> None:
     faults = (
         FaultSpec("backlash", 2, 3.0),
+        FaultSpec("backlash", 1, 2.5),
         FaultSpec("sensor", 4, 7.3),
         FaultSpec("friction", 3, 2.0, ramp_s=5),
     )
@@ -152,7 +169,11 @@ def test_nuisances_vary_cycles_but_can_be_turned_off() -> None:
 
 
 ONSET = 20.0
-FAULT_CASES = [(kind, axis) for kind in FAULT_KINDS for axis in (2, 5)]
+# Backlash shows only where the joint torque changes sign (the gravity-loaded J2/J5 never do:
+# test_backlash_is_invisible_where_the_torque_never_reverses), so its cases are J1 and J6.
+FAULT_CASES = [
+    (kind, axis) for kind in FAULT_KINDS for axis in ((1, 6) if kind == "backlash" else (2, 5))
+]
 
 
 @pytest.mark.parametrize(("kind", "axis"), FAULT_CASES)
@@ -201,6 +222,108 @@ def test_sensor_dropout_reads_zero_and_friction_grows() -> None:
     normal = simulate(SimulationConfig(seed=1, duration_s=40))
     growth = np.abs(run.currents[:, 0] - normal.currents[:, 0])
     assert growth[12_000:16_000].mean() < growth[30_000:34_000].mean()
+
+
+# sha256 of `rapp-firmware simulate` CSVs: fault-free output is what the shipped default model
+# (scripts/build_default_bundle.sh) and every golden figure were made from, so it must not move.
+GOLDEN_CSV_SHA256 = {
+    ("--seed", "1", "--duration", "60"): (
+        "ed2304eee1dc212c61d17d47a0e5ef1305d0aa9e1afa6321d9e5c98047a659a8"
+    ),
+    ("--seed", "1", "--duration", "60", "--program", "3"): (
+        "b9a481c19be622a9b4317ed221a6cd2064be71128368eae728aa6dcd53a4dfc0"
+    ),
+    ("--seed", "3", "--duration", "30", "--no-nuisances"): (
+        "69b40b1f87e47822d82da8ba2374b8b44f14a1355e055c5f5861fcde064aecfd"
+    ),
+}
+
+
+@pytest.mark.parametrize("args", list(GOLDEN_CSV_SHA256))
+def test_fault_free_output_is_bit_identical_to_the_golden_hash(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    out = tmp_path / "run.csv"
+    assert firmware_main(["simulate", *args, "--out", str(out), "-q"]) == 0
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == GOLDEN_CSV_SHA256[args]
+
+
+def backlash_twins(
+    seed: int, axis: int, severity: float = 1.0, noise: bool = True
+) -> tuple[SimulatedRun, SimulatedRun]:
+    """A normal 120 s run and the same run with backlash on ``axis`` from t = 0 (nuisances on)."""
+    fault = FaultSpec("backlash", axis, 0.0, severity=severity)
+    normal = simulate(SimulationConfig(seed=seed, duration_s=120, noise=noise))
+    return normal, simulate(
+        SimulationConfig(seed=seed, duration_s=120, noise=noise, faults=(fault,))
+    )
+
+
+def test_backlash_transient_at_torque_reversals_exceeds_normal_variation() -> None:
+    """Dead zone then a ring at the drive train's mode, each cycle, well above the spread of
+    normal cycles (warm-up drift, payload ±5 %, speed ±5 %), also on a 64-point cycle grid.
+
+    Noise off, so the healthy current's sign changes mark the torque reversals exactly.
+    """
+    normal, run = backlash_twins(seed=5, axis=1, noise=False)
+    healthy = normal.currents[:, 0].astype(np.float64)
+    faulty = run.currents[:, 0].astype(np.float64)
+    shift = faulty - healthy
+    spread = rms(cycle_grid(healthy, normal.cycle_start, 4400).std(axis=0))
+    starts = np.flatnonzero(normal.cycle_start)
+    peaks = np.array([np.abs(shift[a:b]).max() for a, b in itertools.pairwise(starts.tolist())])
+    assert peaks.min() > 10 * spread, f"{peaks.min():.2f} A vs normal spread {spread:.3f} A"
+    # dead zone: just after a reversal the motor carries only its rotor, the current ≈ 0
+    loaded = np.flatnonzero(np.abs(healthy) > 0.2)  # the 2 % preload band of J1, in amps
+    flank = np.sign(healthy[loaded])
+    reversals = loaded[1:][flank[1:] != flank[:-1]]
+    assert 1.0 < len(reversals) / 120 < 3.0  # program 1: 1–2 torque reversals per second
+    dead = np.median([np.abs(faulty[r + 3 : r + 20]).mean() for r in reversals])
+    loaded_current = np.median([np.abs(healthy[r + 3 : r + 20]).mean() for r in reversals])
+    assert dead < 0.25 * loaded_current
+    # the ring sits at J1's first drive-train mode (12 Hz)
+    spectrum = np.abs(np.fft.rfft(shift))
+    frequency = np.fft.rfftfreq(shift.shape[0], 1.0 / normal.sample_rate_hz)
+    assert 10.0 < frequency[np.argmax(spectrum[1:]) + 1] < 14.0
+    # what the default recipe sees: cycles resampled to 64 points
+    grid_normal = cycle_grid(healthy, normal.cycle_start, 64)
+    grid_shift = cycle_grid(faulty, normal.cycle_start, 64) - grid_normal
+    ratio = rms(grid_shift.ravel()) / rms((grid_normal - grid_normal.mean(axis=0)).ravel())
+    assert ratio > 1.5, f"64-point shift {ratio:.2f}× the normal cycle-to-cycle spread"
+
+
+@pytest.mark.parametrize("axis", [2, 3, 5])
+@pytest.mark.parametrize("program", [1, 2, 3])
+def test_backlash_is_invisible_where_the_torque_never_reverses(axis: int, program: int) -> None:
+    """Gravity keeps these axes on one flank of the gap: the currents do not change at all
+    (the fault is labelled all the same)."""
+    base = SimulationConfig(seed=4, duration_s=30, schedule=((program, 1),))
+    fault = FaultSpec("backlash", axis, 5.0)
+    faulty = SimulationConfig(seed=4, duration_s=30, schedule=((program, 1),), faults=(fault,))
+    normal, run = simulate(base), simulate(faulty)
+    assert np.array_equal(run.raw, normal.raw)
+    assert (run.fault[5000:] == FAULT_LABELS.index("backlash")).all()
+
+
+def test_backlash_grows_with_severity() -> None:
+    shifts = []
+    for severity in (0.5, 1.0, 2.0):
+        normal, run = backlash_twins(seed=2, axis=6, severity=severity)
+        shifts.append(rms(run.currents[:, 5].astype(np.float64) - normal.currents[:, 5]))
+    assert shifts[0] < shifts[1] < shifts[2]
+    assert shifts[2] > 2.5 * shifts[0]
+
+
+def test_backlash_streams_exactly_in_frame_sized_chunks() -> None:
+    """The agent's simulator source pulls 10 samples at a time; the gap history must not
+    depend on it."""
+    faults = (FaultSpec("backlash", 1, 1.0), FaultSpec("backlash", 4, 2.0, severity=2.0))
+    config = SimulationConfig(seed=8, duration_s=12, faults=faults)
+    whole = simulate(config)
+    streamed = concatenate(list(Simulator(config).chunks(10)))
+    assert np.array_equal(streamed.raw, whole.raw)
+    late = Simulator(config).chunk(9000, 1500)  # a fresh simulator, mid-run
+    assert np.array_equal(late.raw, whole.raw[9000:10500])
 
 
 @pytest.mark.parametrize(
