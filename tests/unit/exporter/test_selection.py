@@ -125,6 +125,16 @@ def test_a_clear_winner_wins_at_any_cost():
     assert pick(outcomes) == (1, "highest criterion (0.9700)")
 
 
+def test_a_candidate_that_could_not_be_judged_is_passed_over():
+    failed = Outcome(Candidate(64, 32, ("raw",), 8), 1, reason="not judged: only 3 windows")
+    outcomes = [failed, outcome(0.9, 1.0)]
+    grade(outcomes)
+    assert pick(outcomes)[0] == 1
+    assert failed.reason == "not judged: only 3 windows" and failed.to_json()["criterion"] is None
+    with pytest.raises(ExportInputError, match="no candidate model could be judged"):
+        pick([failed])
+
+
 def test_selection_is_deterministic_and_fixed_dimensions_stay_fixed():
     recs = [recording(3000, 1)]
     base = FeatureSpec(CHANNELS, ("A", "A"), RATE)
