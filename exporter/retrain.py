@@ -63,7 +63,7 @@ from exporter.replay import (
     load_replay,
     save_replay,
 )
-from exporter.train import seed_everything, split_validation
+from exporter.train import EarlyStopping, seed_everything, split_validation
 
 MIN_CAPTURE_WINDOWS = 32
 SCORE_BATCH = 1024
@@ -297,7 +297,9 @@ def fine_tune(
         "grad_norm": [],
         "grad_norm_max": [],
     }
-    best_state, best_val, best_epoch, stale = copy.deepcopy(model.state_dict()), start_val, -1, 0
+    stopping = EarlyStopping(
+        history, settings.patience, copy.deepcopy(model.state_dict()), start_val
+    )
     for epoch in range(settings.epochs):
         drawn = torch.randint(len(x_old), (per_epoch,), generator=generator) if per_epoch else None
         x = x_new if drawn is None else torch.cat([x_new, x_old[drawn]])
@@ -318,19 +320,9 @@ def fine_tune(
         model.eval()
         val = _mix_loss(model, val_parts, val_weights)
         train = total / max(seen, 1)
-        history["train_loss"].append(train)
-        history["val_loss"].append(val)
-        history["grad_norm"].append(float(np.mean(norms)) if norms else 0.0)
-        history["grad_norm_max"].append(float(np.max(norms)) if norms else 0.0)
-        if progress:
-            progress(epoch, train, val)
-        if val < best_val - 1e-9:
-            best_val, best_epoch, stale = val, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
+        if stopping.end_epoch(model, epoch, train, val, norms, progress):
+            break
+    best_state, best_val, best_epoch = stopping.best_state, stopping.best_val, stopping.best_epoch
     model.load_state_dict(best_state)
     model.eval()
     history.update(

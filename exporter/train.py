@@ -104,7 +104,7 @@ def train_autoencoder(
         "grad_norm": [],
         "grad_norm_max": [],
     }
-    best_state, best_val, best_epoch, stale = None, float("inf"), -1, 0
+    stopping = EarlyStopping(history, settings.patience)
     for epoch in range(settings.epochs):
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
@@ -124,19 +124,9 @@ def train_autoencoder(
         with torch.no_grad():
             val_loss = float(loss_fn(model(x_val), x_val))
         train_loss = epoch_loss / max(seen, 1)
-        history["train_loss"].append(train_loss)
-        history["val_loss"].append(val_loss)
-        history["grad_norm"].append(float(np.mean(norms)) if norms else 0.0)
-        history["grad_norm_max"].append(float(np.max(norms)) if norms else 0.0)
-        if progress:
-            progress(epoch, train_loss, val_loss)
-        if val_loss < best_val - 1e-9:
-            best_val, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
+        if stopping.end_epoch(model, epoch, train_loss, val_loss, norms, progress):
+            break
+    best_state, best_val, best_epoch = stopping.best_state, stopping.best_val, stopping.best_epoch
     if best_state is None:
         raise ExportError("training never produced a finite validation loss")
     model.load_state_dict(best_state)
@@ -175,3 +165,35 @@ def plot_history(history: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+class EarlyStopping:
+    """Per-epoch history and the best state so far; ``end_epoch`` says when to stop."""
+
+    def __init__(
+        self,
+        history: dict,
+        patience: int,
+        best_state: dict | None = None,
+        best_val: float = float("inf"),
+    ) -> None:
+        self.history = history
+        self.patience = patience
+        self.best_state, self.best_val, self.best_epoch, self.stale = best_state, best_val, -1, 0
+
+    def end_epoch(
+        self, model: nn.Module, epoch: int, train: float, val: float, norms: list, progress
+    ) -> bool:
+        history = self.history
+        history["train_loss"].append(train)
+        history["val_loss"].append(val)
+        history["grad_norm"].append(float(np.mean(norms)) if norms else 0.0)
+        history["grad_norm_max"].append(float(np.max(norms)) if norms else 0.0)
+        if progress:
+            progress(epoch, train, val)
+        if val < self.best_val - 1e-9:
+            self.best_val, self.best_epoch, self.stale = val, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
