@@ -17,7 +17,7 @@ lint:
 
 # The benchmarks write benchmarks/results/ (see benchmarks/run.py).
 
-# Every benchmark and evaluation (~18 min on 2 idle cores); refreshes benchmarks/results/*.json,
+# Every benchmark and evaluation (~1 h on 2 idle cores); refreshes benchmarks/results/*.json,
 # *.md, plots, SUMMARY.md and the README's Performance / Detection quality sections.
 bench:
 	nice -n 10 $(PYTHON) -m benchmarks.run --readme README.md

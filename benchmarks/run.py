@@ -12,15 +12,23 @@ Runs, each in its own process (so each sets its own thread limits and frees its 
 2. :mod:`benchmarks.streaming` — the real agent daemon at 1/4/16 robots: CPU, RSS,
    frame-to-alarm latency, maximum ingest;
 3. :mod:`benchmarks.digits` — the RaPP paper's digit protocol on scikit-learn's 8×8 digits;
-4. :mod:`benchmarks.quality` — :mod:`benchmarks.cnc_eval` (CNC MI-F/MI-V),
+4. :mod:`benchmarks.quality` — :mod:`benchmarks.cnc_defaults` (CNC MI-F/MI-V with the
+   exporter's default flags), :mod:`benchmarks.cnc_eval` (the paper's protocol),
    :mod:`benchmarks.sim_report` (simulator per fault type, baselines on the same windows, alarm
    events) and :mod:`benchmarks.sim_healthy` (5 seeds × 2 h healthy runs with drift and program
    changes, one fault episode per kind) on ``--bundle`` (default: the shipped bundle), gathered
    with the digits into one quality table;
+   :mod:`benchmarks.families` (mlp, conv1d, lstm side by side with the shipped recipe; full
+   run only — its own smoke test is ``tests/bench/test_families_smoke.py``) joins that table;
+   :mod:`benchmarks.drift_loop` (drift → retraining advised → retrain → install on the
+   simulator; full run only, ~10 min — CI runs the reduced loop, tests/e2e/test_drift_loop.py)
+   and :mod:`benchmarks.readme_recipe` (the README's recipe as written, then the healthy-run
+   check on its model; full run only) join it too;
 5. :mod:`benchmarks.summary` — ``SUMMARY.md`` (speed and quality targets: measured figure, gap)
    and, with ``--readme``, the README's Performance and Detection quality sections.
 
-The full run takes about 18 minutes on 2 idle cores. ``--quick`` is the CI smoke run: every
+The full run takes about an hour on 2 idle cores (the CNC defaults ~25 min, families ~11
+min with a cold cache, the drift loop ~10 min). ``--quick`` is the CI smoke run: every
 harness on small settings (the CNC evaluation on MI-V only, one seed, quick training), the
 speed-insensitive parts in parallel; it checks the harness works and asserts no speed. Exit
 status 1 if any part failed (the others still run and the summary shows what exists).
@@ -89,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="reuse a finished cnc_eval results JSON (benchmarks.quality)",
     )
     ap.add_argument(
+        "--cnc-defaults-results",
+        type=Path,
+        help="reuse a finished cnc_defaults results JSON (benchmarks.quality)",
+    )
+    ap.add_argument(
         "--bundle", type=Path, help="bundle the simulator evaluations use (default: the shipped)"
     )
     args = ap.parse_args(argv)
@@ -99,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quality_args = ["--skip-cnc"] if args.skip_cnc else []
     if args.cnc_results is not None:
         quality_args += ["--cnc-results", str(args.cnc_results.resolve())]
+    if args.cnc_defaults_results is not None:
+        quality_args += ["--cnc-defaults-results", str(args.cnc_defaults_results.resolve())]
     if args.bundle is not None:
         quality_args += ["--bundle", str(args.bundle.resolve())]
     if args.quick:
@@ -121,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("scoring_speed", command("scoring_speed", out, False)),
                 ("streaming", command("streaming", out, False)),
                 ("digits", command("digits", out, False)),
+                ("families", command("families", out, False)),
+                ("drift_loop", command("drift_loop", out, False)),
+                ("readme_recipe", command("readme_recipe", out, False)),
                 ("quality", command("quality", out, False, *quality_args)),
             ],
             logs,

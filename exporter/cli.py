@@ -101,7 +101,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="width of the code layer (default: chosen; cycles 8)")  # fmt: skip
     p.add_argument("--no-select", action="store_true",
                    help="no model selection: window 64, hop 32, raw, bottleneck 8 where "
-                   "not given (selection trains up to 8 short candidates first)")  # fmt: skip
+                   "not given (selection trains up to 4 short candidates first)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=200, help="most training epochs")
     p.add_argument("--patience", type=int, default=20,
                    help="stop after this many epochs without a better validation loss")  # fmt: skip

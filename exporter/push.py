@@ -273,8 +273,10 @@ def push(
             _handle(topic, payload, tid, device, result, send, url is None, log)
     finally:
         client.publish(cmd_topic, b"", qos=1, retain=True).wait_for_publish(5)
-        client.loop_stop()
+        # disconnect first: the network thread then leaves its select at once, where
+        # loop_stop alone waits out its one-second timeout
         client.disconnect()
+        client.loop_stop()
     return result
 
 

@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.support.fixtures.archive",
     "tests.support.fixtures.sanity",
     "tests.support.fixtures.contract",
+    "tests.support.fixtures.cnc",
 ]
 KINDS = ("unit", "contract", "e2e", "bench")
 

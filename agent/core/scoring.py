@@ -374,8 +374,13 @@ def open_scorer(
     and has a matching artifact at ``precision``. ``precision="auto"`` times every artifact
     that passed its fidelity gate, on every runtime ``backend`` allows, and keeps the fastest;
     an artifact whose canary fails there is skipped (named in the error if none is left).
+    ``precision="int8"`` on a bundle that carries no int8 artifact at all (a model family the
+    quantizer cannot handle; the build notes why) serves its fp32 artifact: the bundle is
+    complete as built, and refusing it would turn a model choice into an outage.
     """
     names = AUTO_BACKEND_ORDER if backend == "auto" else (backend,)
+    if precision == "int8" and all(a.spec.precision != "int8" for a in bundle.artifacts.values()):
+        precision = "fp32"
     if precision == "auto":
         return _fastest_scorer(bundle, names, threads)
     errors = []

@@ -151,3 +151,14 @@ def test_each_family_ships_its_artifacts(family, family_builds):
     assert len(bundle.manifest.layer_sizes) == n_layers + 1
     assert bundle.manifest.layer_sizes[0] == WINDOW * len(CHANNELS)
     assert bundle.manifest.layer_sizes[-1] == 6
+
+
+def test_int8_request_serves_fp32_when_the_bundle_has_no_int8(family_builds):
+    """The agent's default precision is int8; an lstm bundle (fp32 only, as built) must still
+    load — the daemon's config and `rapp-agent score` would otherwise refuse a valid bundle."""
+    from agent.core.bundle.loader import load_bundle
+    from agent.core.scoring import open_scorer
+
+    bundle = load_bundle(family_builds.get("lstm").data)
+    scorer = open_scorer(bundle, "onnxruntime", "int8")
+    assert scorer.artifact.precision == "fp32"

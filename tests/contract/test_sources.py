@@ -64,8 +64,8 @@ class Subscriber:
         assert self._subscribed.wait(5), "no SUBACK from mosquitto"
 
     def close(self) -> None:
-        self._client.loop_stop()
         self._client.disconnect()
+        self._client.loop_stop()
 
 
 class Feeder:
@@ -91,8 +91,8 @@ class Feeder:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        self._client.loop_stop()
         self._client.disconnect()
+        self._client.loop_stop()
 
 
 def serial_case(request: pytest.FixtureRequest, channel_map: ChannelMap) -> Case:

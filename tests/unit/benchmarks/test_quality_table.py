@@ -131,3 +131,31 @@ def test_healthy_targets_report_alarms_per_seed_and_episodes() -> None:
     healthy["summary"] |= {"alarms": 2, "target_met": False}
     assert _healthy_targets(healthy)[0][2] == "2 alarm(s)"
     assert _healthy_targets(None) == [["0 alarms over ≥ 2 h × ≥ 5 healthy seeds", "not run", "–"]]
+
+
+def test_cnc_rows_come_from_the_default_flags_run_when_there_is_one() -> None:
+    quality = _quality()
+    defaults = {"nap": _stat(0.81), "combined": _stat(0.9), "iforest": _stat(0.86),
+                "pca": _stat(0.79)}  # fmt: skip
+    quality["cnc_defaults"] = {"tasks": {"mi-f": {"summary": {"window": {"fp32": defaults}}}}}
+    assert _row(quality_table(quality, None), "CNC MI-F")[1:5] == [
+        "0.810", "0.900", "0.860", "0.790",
+    ]  # fmt: skip
+    quality["cnc_defaults"] = {"skipped": "--skip-cnc given"}  # the paper protocol's rows then
+    assert _row(quality_table(quality, None), "CNC MI-F")[1:5] == [
+        "0.570", "0.760", "0.720", "0.470",
+    ]  # fmt: skip
+
+
+def test_the_readme_recipe_row_and_target() -> None:
+    from benchmarks.summary import _readme_recipe_target
+
+    quality = _quality()
+    recipe = {"plan": {"seconds": 7200.0}, "summary": dict(quality["healthy"]["summary"])}
+    recipe["summary"] |= {"alarms": 3, "false_alarms_per_hour": 0.3, "target_met": False}
+    quality["readme_recipe"] = recipe
+    row = next(line for line in quality_table(quality, None) if "README recipe" in line)
+    assert "5 seeds × 2 h healthy" in row and "0.30 (3 alarms; ≤ 0.30 at 95 %)" in row
+    target = _readme_recipe_target(recipe)
+    assert target[0].startswith("the README recipe") and target[2] == "3 alarm(s)"
+    assert target[1].startswith("3 alarms over 5 × 2 h")

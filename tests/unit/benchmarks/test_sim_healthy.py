@@ -61,6 +61,8 @@ def test_rate_bound_is_the_poisson_upper_limit() -> None:
     assert poisson_upper_rate(0, 10.0) == pytest.approx(-math.log(0.05) / 10.0, rel=1e-6)
     assert poisson_upper_rate(1, 1.0) == pytest.approx(4.7439, abs=1e-3)
     assert poisson_upper_rate(5, 2.0) == pytest.approx(10.5130 / 2, abs=1e-3)
+    # thousands of alarms (a model that misfires): e^-λ alone would underflow to 0 there
+    assert poisson_upper_rate(2578, 10.0) == pytest.approx(266.31, abs=0.01)
 
 
 def test_the_full_plan_meets_the_acceptance_sizes() -> None:

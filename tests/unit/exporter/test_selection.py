@@ -26,7 +26,7 @@ from exporter.selection import (
     pick,
     select_model,
     split_blocks,
-    window_grid,
+    window_for,
 )
 from exporter.train import TrainSettings
 
@@ -63,19 +63,18 @@ def normal_csv(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------ the grid
 
 
-def test_window_grid_follows_rate_channels_and_recording_length():
-    assert window_grid(1000.0, 6, 600_000) == [32, 64, 128]  # capped by 768 raw features
-    assert window_grid(1000.0, 1, 600_000) == [64, 128, 256]  # 0.5 s of signal
-    assert window_grid(10.0, 31, 2000) == [1, 2, 4]
-    assert window_grid(1.0, 3, 10_000) == [1, 2, 4]  # slow signals still get 1 … 4 samples
-    assert window_grid(1000.0, 6, 200) == [4, 8, 16]  # an eighth of the shortest recording
-    assert window_grid(1000.0, 6, 5) == [1]
+def test_window_is_64_samples_unless_the_recordings_are_short():
+    assert window_for(600_000, 600_000) == 64  # whatever the sample rate
+    assert window_for(2_000, 11_000) == 64  # the CNC mill's experiments (10 Hz)
+    assert window_for(200, 200_000) == 16  # an eighth of the shortest recording
+    assert window_for(3_000, 3_000) == 32  # five blocks of 16 windows
+    assert window_for(5, 5) == 1
 
 
 def test_hop_is_half_the_window_unless_data_is_scarce():
     assert hop_for(64, 600_000) == 32
-    assert hop_for(64, 100_000) == 12  # 8,192 windows
-    assert hop_for(4, 14_000) == 1
+    assert hop_for(64, 40_000) == 19  # 2,048 windows
+    assert hop_for(4, 3_000) == 1
     assert hop_for(1, 10**7) == 1
 
 
@@ -201,8 +200,8 @@ def test_train_without_flags_selects_and_writes_the_table(normal_csv, tmp_path, 
     assert "criterion" in printed and "reason" in printed
     report = json.loads((out / SELECTION_JSON).read_text())
     windows = {c["window"] for c in report["candidates"]}
-    assert windows == {8, 16, 32}  # 0.5 s at 100 Hz is 50 samples: 32 and the two below
-    assert 6 <= len(report["candidates"]) <= 8
+    assert windows == {32}  # not graded: 64, halved for 3,000 samples (window_for)
+    assert len(report["candidates"]) == 4  # raw, raw+stats; then half and double
     assert sum(c["chosen"] for c in report["candidates"]) == 1
     chosen = report["chosen"]
     assert f"chose window {chosen['window']}, hop {chosen['hop']}" in printed
