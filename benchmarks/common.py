@@ -11,7 +11,8 @@ import datetime as dt
 import json
 import os
 import platform
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ from typing import Any
 import numpy as np
 
 from agent.core.atomic import write_atomic
+from agent.core.bundle import BundleError
+from agent.core.errors import AgentError
+from agent.core.errors import exit_code as agent_exit_code
+from firmware_config.errors import FirmwareError
+from firmware_config.simulator import SimulationError
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -121,3 +127,38 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = 
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return lines
+
+
+def report_main(
+    prog: str,
+    out: Path,
+    stem: str,
+    work: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    path_hint: str = "error",
+) -> int:
+    """Run a report-writing benchmark's ``work`` and write ``<out>/<stem>.json`` and ``.md``
+    (``render``); the exit status of a command-line tool: 2 for bad input (a file that cannot
+    be read — named, else ``path_hint`` —, a bad bundle or simulation), the agent's own code
+    for its runtime errors, 1 for the benchmark's."""
+    info = machine_info()
+    try:
+        report = work()
+    except OSError as err:
+        where = getattr(err, "filename", None) or path_hint
+        print(f"{prog}: {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except (ValueError, BundleError, SimulationError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    except (AgentError, FirmwareError, BenchmarkError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return agent_exit_code(err) if isinstance(err, AgentError) else 1
+    info["load_average_at_end"] = load_average()
+    report = {"machine": info, **report}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{stem}.json", report)
+    text = render(report)
+    write_text(out / f"{stem}.md", text)
+    print(text)
+    return 0

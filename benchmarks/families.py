@@ -62,9 +62,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.core.bundle import Bundle, BundleError, load_bundle
-from agent.core.errors import AgentError, AgentRuntimeError
-from agent.core.errors import exit_code as agent_exit_code
+from agent.core.bundle import Bundle, load_bundle
+from agent.core.errors import AgentRuntimeError
 from agent.core.features import segment_features
 from agent.core.scoring import Scorer, open_scorer
 from agent.pipeline.alarms import AlarmSettings
@@ -73,12 +72,9 @@ from benchmarks import sim_report
 from benchmarks.common import (
     RESULTS,
     BenchmarkError,
-    load_average,
-    machine_info,
     machine_lines,
     md_table,
-    write_json,
-    write_text,
+    report_main,
 )
 from benchmarks.scoring_speed import BATCH, Op, run_interleaved, simulated_cycles
 from benchmarks.sim_healthy import (
@@ -109,8 +105,6 @@ from benchmarks.sim_report import (
     sim_config,
     simulate_span,
 )
-from firmware_config.errors import FirmwareError
-from firmware_config.simulator import SimulationError
 
 PROG = "benchmarks.families"
 FAMILIES = ("mlp", "conv1d", "lstm")
@@ -621,27 +615,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    info = machine_info()
-    try:
-        report = run_families(QUICK if args.quick else FULL, args.cache, args.quick)
-    except OSError as err:
-        where = getattr(err, "filename", None) or "error"
-        print(f"{PROG}: {where}: {err.strerror or err}", file=sys.stderr)
-        return 2
-    except (BundleError, SimulationError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 2
-    except (AgentError, FirmwareError, BenchmarkError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return agent_exit_code(err) if isinstance(err, AgentError) else 1
-    info["load_average_at_end"] = load_average()
-    report = {"machine": info, **report}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "families.json", report)
-    text = markdown(report)
-    write_text(args.out / "families.md", text)
-    print(text)
-    return 0
+    return report_main(
+        PROG,
+        args.out,
+        "families",
+        lambda: run_families(QUICK if args.quick else FULL, args.cache, args.quick),
+        markdown,
+    )
 
 
 if __name__ == "__main__":

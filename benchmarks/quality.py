@@ -466,14 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "healthy": healthy,
         "elapsed_s": time.perf_counter() - started,
     }
-    write_json(args.out / "quality.json", report)
-    digits_path = args.out / "digits.json"
-    digits = json.loads(digits_path.read_text()) if digits_path.exists() else None
     recipe_path = args.out / "readme_recipe.json"
     if recipe_path.exists():  # benchmarks.readme_recipe, its own step of benchmarks.run
         recipe = json.loads(recipe_path.read_text())
         report["readme_recipe"] = {k: v for k, v in recipe.items() if k != "machine"}
-        write_json(args.out / "quality.json", report)
+    write_json(args.out / "quality.json", report)
+    digits_path = args.out / "digits.json"
+    digits = json.loads(digits_path.read_text()) if digits_path.exists() else None
     families_path = args.out / "families.json"
     families = json.loads(families_path.read_text()) if families_path.exists() else None
     text = markdown(report, digits, families)

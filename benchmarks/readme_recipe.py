@@ -50,22 +50,17 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.atomic import write_atomic
-from agent.core.bundle import BundleError, load_bundle
-from agent.core.errors import AgentError, AgentRuntimeError
-from agent.core.errors import exit_code as agent_exit_code
+from agent.core.bundle import load_bundle
+from agent.core.errors import AgentRuntimeError
 from benchmarks import sim_healthy
 from benchmarks.common import (
     RESULTS,
     ROOT,
     BenchmarkError,
-    load_average,
-    machine_info,
     machine_lines,
     md_table,
-    write_json,
-    write_text,
+    report_main,
 )
-from firmware_config.errors import FirmwareError
 from firmware_config.simulator import SimulationError
 
 PROG = "benchmarks.readme_recipe"
@@ -621,27 +616,9 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    info = machine_info()
-    try:
-        report = build_report(args)
-    except OSError as err:
-        where = getattr(err, "filename", "") or "README.md"
-        print(f"{PROG}: {where}: {err.strerror or err}", file=sys.stderr)
-        return 2
-    except (ValueError, BundleError, SimulationError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 2
-    except (AgentError, FirmwareError, BenchmarkError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return agent_exit_code(err) if isinstance(err, AgentError) else 1
-    info["load_average_at_end"] = load_average()
-    report = {"machine": info, **report}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "readme_recipe.json", report)
-    text = markdown(report)
-    write_text(args.out / "readme_recipe.md", text)
-    print(text)
-    return 0
+    return report_main(
+        PROG, args.out, "readme_recipe", lambda: build_report(args), markdown, "README.md"
+    )
 
 
 if __name__ == "__main__":

@@ -57,9 +57,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.core.bundle import Bundle, BundleError, load_bundle
-from agent.core.errors import AgentError, AgentRuntimeError
-from agent.core.errors import exit_code as agent_exit_code
+from agent.core.bundle import Bundle, load_bundle
+from agent.core.errors import AgentRuntimeError
 from agent.core.scoring import Scorer, open_scorer
 from agent.pipeline.alarms import AlarmEvent, AlarmSettings
 from agent.pipeline.robot import RobotPipeline, ScoredWindow
@@ -67,12 +66,9 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     BenchmarkError,
-    load_average,
-    machine_info,
     machine_lines,
     md_table,
-    write_json,
-    write_text,
+    report_main,
 )
 from benchmarks.sim_report import (
     COLLISION_PERIOD_S,
@@ -89,7 +85,6 @@ from benchmarks.sim_report import (
     simulate_span,
 )
 from firmware_config.channel_map import load_builtin_map
-from firmware_config.errors import FirmwareError
 from firmware_config.simulator import FaultSpec, SimulationConfig, SimulationError, Simulator
 from firmware_config.simulator.config import parse_schedule
 from firmware_config.simulator.export import write_csv
@@ -829,33 +824,12 @@ def plan_from(args: argparse.Namespace) -> Plan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
+
+    def work() -> dict[str, Any]:
         plan = plan_from(args)
-        info = machine_info()
-        report = run_check(args.bundle, plan, args.cache, args.precision, args.backend, args.quick)
-    except ValueError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(
-            f"{PROG}: {getattr(err, 'filename', '') or args.bundle}: {err.strerror or err}",
-            file=sys.stderr,
-        )
-        return 2
-    except (BundleError, SimulationError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 2
-    except (AgentError, FirmwareError, BenchmarkError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return agent_exit_code(err) if isinstance(err, AgentError) else 1
-    info["load_average_at_end"] = load_average()
-    report = {"machine": info, **report}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "sim_healthy.json", report)
-    text = markdown(report)
-    write_text(args.out / "sim_healthy.md", text)
-    print(text)
-    return 0
+        return run_check(args.bundle, plan, args.cache, args.precision, args.backend, args.quick)
+
+    return report_main(PROG, args.out, "sim_healthy", work, markdown, str(args.bundle))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ the new bundle was built on), so the next retrain needs only the new capture.
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -63,7 +62,7 @@ from exporter.replay import (
     load_replay,
     save_replay,
 )
-from exporter.train import EarlyStopping, seed_everything, split_validation
+from exporter.train import EarlyStopping, seed_everything, split_validation, train_epoch
 
 MIN_CAPTURE_WINDOWS = 32
 SCORE_BATCH = 1024
@@ -249,12 +248,6 @@ def score_windows(bundle: Bundle, segments: np.ndarray) -> BundleScores:
 # --------------------------------------------------------------------------- fine-tuning
 
 
-def _grad_norm(model: nn.Module) -> float:
-    return math.sqrt(
-        sum(float(p.grad.detach().pow(2).sum()) for p in model.parameters() if p.grad is not None)
-    )
-
-
 def _mix_loss(model: nn.Module, parts: Sequence[torch.Tensor], weights: Sequence[float]) -> float:
     loss_fn = nn.MSELoss()
     with torch.no_grad():
@@ -287,7 +280,6 @@ def fine_tune(
     per_epoch = round(len(x_new) * mix / (1.0 - mix)) if mix > 0 else 0
     model = copy.deepcopy(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    loss_fn = nn.MSELoss()
     generator = torch.Generator().manual_seed(settings.seed)
     model.eval()
     start_val = _mix_loss(model, val_parts, val_weights)
@@ -304,22 +296,8 @@ def fine_tune(
         drawn = torch.randint(len(x_old), (per_epoch,), generator=generator) if per_epoch else None
         x = x_new if drawn is None else torch.cat([x_new, x_old[drawn]])
         order = torch.randperm(len(x), generator=generator)
-        model.train()
-        total, seen, norms = 0.0, 0, []
-        for lo in range(0, len(order), settings.batch_size):
-            batch = x[order[lo : lo + settings.batch_size]]
-            if len(batch) < 2:  # BatchNorm needs two rows
-                continue
-            optimizer.zero_grad()
-            loss = loss_fn(model(batch), batch)
-            loss.backward()
-            norms.append(_grad_norm(model))
-            optimizer.step()
-            total += float(loss.detach()) * len(batch)
-            seen += len(batch)
-        model.eval()
+        train, norms = train_epoch(model, x, order, settings.batch_size, optimizer)
         val = _mix_loss(model, val_parts, val_weights)
-        train = total / max(seen, 1)
         if stopping.end_epoch(model, epoch, train, val, norms, progress):
             break
     best_state, best_val, best_epoch = stopping.best_state, stopping.best_val, stopping.best_epoch

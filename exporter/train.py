@@ -70,6 +70,33 @@ def _grad_norm(model: nn.Module) -> float:
     return total**0.5
 
 
+def train_epoch(
+    model: nn.Module,
+    x: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[float, list[float]]:
+    """One pass over ``x`` in ``order`` (MSE, model left in eval mode): the mean training loss
+    and each batch's gradient norm (for the exploding/vanishing-gradient sanity check)."""
+    loss_fn = nn.MSELoss()
+    model.train()
+    total, seen, norms = 0.0, 0, []
+    for lo in range(0, len(order), batch_size):
+        batch = x[order[lo : lo + batch_size]]
+        if len(batch) < 2:  # BatchNorm needs two rows
+            continue
+        optimizer.zero_grad()
+        loss = loss_fn(model(batch), batch)
+        loss.backward()
+        norms.append(_grad_norm(model))
+        optimizer.step()
+        total += float(loss.detach()) * len(batch)
+        seen += len(batch)
+    model.eval()
+    return total / max(seen, 1), norms
+
+
 def train_autoencoder(
     features: np.ndarray,
     settings: TrainSettings,
@@ -106,24 +133,10 @@ def train_autoencoder(
     }
     stopping = EarlyStopping(history, settings.patience)
     for epoch in range(settings.epochs):
-        model.train()
         order = torch.randperm(len(x_train), generator=generator)
-        epoch_loss, norms, seen = 0.0, [], 0
-        for lo in range(0, len(order), settings.batch_size):
-            batch = x_train[order[lo : lo + settings.batch_size]]
-            if len(batch) < 2:  # BatchNorm needs two rows
-                continue
-            optimizer.zero_grad()
-            loss = loss_fn(model(batch), batch)
-            loss.backward()
-            norms.append(_grad_norm(model))
-            optimizer.step()
-            epoch_loss += float(loss.detach()) * len(batch)
-            seen += len(batch)
-        model.eval()
+        train_loss, norms = train_epoch(model, x_train, order, settings.batch_size, optimizer)
         with torch.no_grad():
             val_loss = float(loss_fn(model(x_val), x_val))
-        train_loss = epoch_loss / max(seen, 1)
         if stopping.end_epoch(model, epoch, train_loss, val_loss, norms, progress):
             break
     best_state, best_val, best_epoch = stopping.best_state, stopping.best_val, stopping.best_epoch
