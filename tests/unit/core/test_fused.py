@@ -151,7 +151,7 @@ def test_bundle_without_attribution_statistics_fuses_error_shares(bundle):
 def _with_layers(bundle, layers: tuple[int, ...]):
     """The bundle with NAP refitted on a subset of the pathway's layers."""
     loaded = bundle.artifacts["onnx-fp32"]
-    pathway = create_backend(loaded, bundle, "onnxruntime").run(_windows(bundle, 400, seed=1))
+    pathway = create_backend(loaded, bundle, "onnxruntime").run(_windows(bundle, 1600, seed=1))
     nap = fit_nap(pathway_differences(pathway.hidden, pathway.hidden_hat, layers))
     spec = replace(loaded.spec, nap_k=nap.k)
     artifacts = {"onnx-fp32": LoadedArtifact(spec, loaded.model, nap)}
