@@ -14,7 +14,7 @@ import numpy as np
 from agent.config import RobotConfig
 from agent.core.features import FeatureSpec, Segment
 from agent.core.scoring import Scorer
-from agent.pipeline.robot import ModelRoute, RobotPipeline
+from agent.pipeline.robot import RobotPipeline, Swap
 from agent.sources.base import ChunkQueue, Source
 from firmware_config.channel_map import ChannelMap
 
@@ -45,11 +45,8 @@ class RobotRuntime:
     def recent_normal(self) -> list[Segment]:
         return list(self.pipeline.recent_normal)
 
-    def install(self, scorer: Scorer) -> ModelRoute | None:
+    def install(self, scorer: Scorer) -> Swap:
         return self.pipeline.install(scorer)
 
-    def restore(self, route: ModelRoute) -> None:
-        self.pipeline.restore(route)
-
-    def remove(self, bundle_id: str) -> None:
-        self.pipeline.remove(bundle_id)
+    def restore(self, swap: Swap) -> None:
+        self.pipeline.restore(swap)

@@ -266,9 +266,10 @@ def changeover(
 
     route_a = pipeline.routes[0]
     tracker_a, threshold_a = route_a.tracker, route_a.current_threshold()
-    replaced = pipeline.install(scorer_b)
+    swap = pipeline.install(scorer_b)
     untouched = (
-        replaced is None
+        swap.replaced is None
+        and not swap.superseded
         and pipeline.routes[0] is route_a
         and route_a.tracker is tracker_a
         and route_a.current_threshold() == threshold_a

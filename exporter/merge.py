@@ -30,7 +30,13 @@ member's), its version the next after the member of that id (else "1").
 or above its threshold may exceed the share of the member that served it by at most
 ``max_false_alarm_increase`` (``exporter.retrain.GateLimits``); and the build's sanity checks
 must not fail. A failed gate raises :class:`~exporter.retrain.RetrainGateError`; nothing is
-written. The members' bundles are then removed from the archive and the merged one installed.
+written.
+
+**On the device.** Pushed like any bundle, the merged bundle supersedes the members whose
+programs it serves (``agent/pipeline/routes.py``): they stop scoring at its swap, serve again
+if it is rolled back, and leave the agent's model store (pointer entry and file) when it is
+committed; a bundle that shares only some of its programs is refused. Members still listed in
+the agent's config are not served once the merged bundle is installed (a warning at start).
 """
 
 from __future__ import annotations

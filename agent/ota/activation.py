@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from agent.core.scoring import Scorer
 from agent.ota.command import TransferCommand
+from agent.ota.errors import OtaError
 from agent.ota.hooks import OtaHooks
 from agent.ota.host import Robots
 from agent.ota.mainloop import MainLoopCalls
@@ -22,6 +23,7 @@ from agent.ota.status import OtaReporter
 from agent.ota.store import ModelStore
 from agent.ota.transfer import DoneLog
 from agent.pipeline.alarms import ModelRef
+from agent.pipeline.routes import ProgramConflictError
 
 
 class Activator:
@@ -62,23 +64,23 @@ class Activator:
         """Main loop: serve the candidate, write the pointer (probation), report ``active``."""
         runtime = self.robots[robot]
         manifest = scorer.bundle.manifest
-        replaced = runtime.install(self.hooks.on_activation(scorer))
+        try:
+            swap = runtime.install(self.hooks.on_activation(scorer))
+        except ProgramConflictError as err:
+            raise OtaError(f"robot {robot!r}: {err}") from err
         try:
             self.store.activate(
                 robot, manifest.bundle_id, sha, manifest.bundle_version, command.transfer_id
             )
         except BaseException:
-            if replaced is not None:
-                runtime.restore(replaced)
-            else:
-                runtime.remove(manifest.bundle_id)
+            runtime.restore(swap)
             raise
         self.on_change()
         self.done.record(command.transfer_id, "active")
         model = ModelRef(manifest.bundle_id, manifest.bundle_version)
         self.reporter.report(
             "active", command.transfer_id, robot=robot, bundle=model,
-            previous=replaced.model if replaced is not None else None,
-            warnings=scorer.bundle.warnings,
+            previous=swap.replaced.model if swap.replaced is not None else None,
+            replaces=[r.model for r in swap.superseded], warnings=scorer.bundle.warnings,
         )  # fmt: skip
-        self.probations.start(robot, model, command.transfer_id, replaced)
+        self.probations.start(robot, model, command.transfer_id, swap)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from agent.core.features import FeatureSpec, Segment
 from agent.core.scoring import Scorer
-from agent.pipeline.robot import ModelRoute
+from agent.pipeline.robot import Swap
 
 MessageHandler = Callable[[str, bytes], None]
 
@@ -40,16 +40,13 @@ class OtaRobot(Protocol):
         """A snapshot of the recent windows that scored normal (main loop only)."""
         ...
 
-    def install(self, scorer: Scorer) -> ModelRoute | None:
-        """Serve ``scorer``; the route it replaced, None if its bundle id is new."""
+    def install(self, scorer: Scorer) -> Swap:
+        """Serve ``scorer``: what it replaced and superseded (raises
+        ``agent.pipeline.routes.ProgramConflictError`` for a partial program overlap)."""
         ...
 
-    def restore(self, route: ModelRoute) -> None:
-        """Put back a route :meth:`install` replaced (rollback)."""
-        ...
-
-    def remove(self, bundle_id: str) -> None:
-        """Stop serving ``bundle_id`` (rollback of a bundle that was new)."""
+    def restore(self, swap: Swap) -> None:
+        """Undo an :meth:`install` (rollback)."""
         ...
 
 

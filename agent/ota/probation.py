@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.pipeline.alarms import ModelRef
-from agent.pipeline.robot import ModelRoute, ScoredWindow
+from agent.pipeline.robot import ScoredWindow, Swap
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Probation:
     robot: str
     model: ModelRef
     transfer_id: str
-    previous_route: ModelRoute | None
+    swap: Swap  # what the swap replaced and superseded, restored on a rollback
     windows: int
     max_alarm_rate: float
     max_latency_s: float

@@ -17,7 +17,7 @@ from agent.ota.status import OtaReporter
 from agent.ota.store import ModelStore
 from agent.ota.transfer import DoneLog
 from agent.pipeline.alarms import ModelRef
-from agent.pipeline.robot import ModelRoute, ScoredWindow
+from agent.pipeline.robot import ScoredWindow, Swap
 
 log = logging.getLogger("agent.ota")
 
@@ -48,15 +48,13 @@ class ProbationBoard:
         """True while any bundle is on probation (read by the worker thread)."""
         return bool(self._running)
 
-    def start(
-        self, robot: str, model: ModelRef, transfer_id: str, previous_route: ModelRoute | None
-    ) -> None:
+    def start(self, robot: str, model: ModelRef, transfer_id: str, swap: Swap) -> None:
         s = self.settings
         self._running[(robot, model.bundle_id)] = Probation(
             robot=robot,
             model=model,
             transfer_id=transfer_id,
-            previous_route=previous_route,
+            swap=swap,
             windows=s.probation_windows,
             max_alarm_rate=s.probation_max_alarm_rate,
             max_latency_s=s.probation_max_latency_s,
@@ -91,21 +89,22 @@ class ProbationBoard:
         self.on_change()
         robot, bundle_id = key
         tid = probation.transfer_id
-        previous = probation.previous_route.model if probation.previous_route else None
+        swap = probation.swap
+        previous = swap.replaced.model if swap.replaced is not None else None
+        superseded = [r.model for r in swap.superseded]
         if verdict.committed:
             if verdict.reason:
                 log.info("ota %s: %s", tid, verdict.reason)
-            self.store.commit(robot, bundle_id)
+            # The superseded bundles leave the store with the commit (one pointer write), so
+            # merging keeps the archive from growing; a kill before it rolls all back at start.
+            self.store.commit(robot, bundle_id, retire=[m.bundle_id for m in superseded])
             self.done.record(tid, "committed")
             self.reporter.report(
-                "committed", tid, robot=robot, bundle=probation.model, previous=previous
-            )
+                "committed", tid, robot=robot, bundle=probation.model, previous=previous,
+                replaces=superseded,
+            )  # fmt: skip
             return
-        runtime = self.robots[robot]
-        if probation.previous_route is not None:
-            runtime.restore(probation.previous_route)
-        else:
-            runtime.remove(bundle_id)
+        self.robots[robot].restore(swap)
         self.store.rollback(robot, bundle_id)
         self.done.record(tid, "rolled_back", verdict.reason)
         self.reporter.report(

@@ -42,6 +42,7 @@ class OtaReporter:
         total_bytes: int | None = None,
         reason: str | None = None,
         warnings: Sequence[str] = (),
+        replaces: Sequence[ModelRef] = (),
     ) -> dict[str, Any]:
         payload = build_ota_status(
             self.device,
@@ -54,6 +55,7 @@ class OtaReporter:
             total_bytes=total_bytes,
             reason=reason,
             warnings=warnings,
+            replaces=replaces,
         )
         for warning in warnings:
             log.warning("ota %s: WARNING %s", transfer_id, warning)

@@ -24,6 +24,7 @@ and answered by falling back to the previous bundle.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -108,11 +109,16 @@ class ModelStore:
         self._write(robot, entries)
         return entry
 
-    def commit(self, robot: str, bundle_id: str) -> PointerEntry | None:
+    def commit(self, robot: str, bundle_id: str, retire: Sequence[str] = ()) -> PointerEntry | None:
+        """Commit ``bundle_id`` and, in the same pointer write, drop the entries of the bundle
+        ids in ``retire`` (bundles it superseded); then delete the files nothing refers to."""
         entries = self.pointer(robot)
         entry = entries.get(bundle_id)
         if entry is None:
             return None
+        for retired in retire:
+            if retired != bundle_id:
+                entries.pop(retired, None)
         entries[bundle_id] = replace(entry, state=COMMITTED)
         self._write(robot, entries)
         self.prune(robot)

@@ -361,6 +361,12 @@ class AlarmTracker:
         # A copy: the replaced route is kept for a rollback and must not see this one's updates.
         self._episode = None if episode is None else replace(episode, below_count=0)
 
+    def drop_episode(self) -> None:
+        """Forget the active alarm without a clear: another tracker has taken it over and
+        ends it (see RouteTable.rejoin)."""
+        self.reset()
+        self._episode = None
+
     def resume(self, raised: AlarmEvent) -> None:
         """Hold ``raised`` as the active alarm, e.g. one the previous agent process raised
         and never cleared; it clears like any other, with ``raise_id = raised.id``."""

@@ -33,7 +33,7 @@ from agent.pipeline.drift import RobotDrift
 from agent.pipeline.feedback import NormalFeedback, is_clean
 from agent.pipeline.membership import select_candidates
 from agent.pipeline.options import THRESHOLD_MODES, PipelineOptions
-from agent.pipeline.routes import ModelRoute, RouteTable
+from agent.pipeline.routes import ModelRoute, RouteTable, Swap
 from agent.pipeline.spans import SpanIndex
 from agent.sources.base import SampleChunk
 
@@ -45,6 +45,7 @@ __all__ = [
     "PipelineStats",
     "RobotPipeline",
     "ScoredWindow",
+    "Swap",
 ]
 
 BATCH_LIMIT = 64
@@ -188,12 +189,13 @@ class RobotPipeline:
 
     # -- the model archive (OTA and restarts) ------------------------------------------------
 
-    def install(self, scorer: Scorer) -> ModelRoute | None:
-        """Serve ``scorer``: replace the route of the same bundle id, or add a new one.
+    def install(self, scorer: Scorer) -> Swap:
+        """Serve ``scorer``: replace the route of the same bundle id, or add a new one, and
+        drop the routes whose programs it serves (a merged bundle; see RouteTable).
 
-        Returns the replaced route (to roll back to), None when the bundle is new (a new
-        program joins the archive; other routes are untouched). An alarm active on the
-        replaced route stays active on the new one.
+        Returns what it replaced and superseded (to roll back to); an alarm active on a
+        replaced route stays active on the new one. Raises ProgramConflictError when the
+        bundle shares only some programs with another.
         """
         if scorer.bundle.manifest.input != self.spec:
             raise ValueError(
@@ -201,17 +203,41 @@ class RobotPipeline:
                 "input spec from the robot's other bundles"
             )
         route = self._route(scorer)
+        swap = self.routes.swap_in(route)
         self.drift.forget(route.model.bundle_id)
-        replaced = self.routes.put(route)
-        if replaced is None:
+        for old in swap.superseded:
+            self.drift.forget(old.model.bundle_id)
+        if swap.replaced is None or swap.superseded:
             self.drift.reset_membership()
-        return replaced
+        return swap
 
-    def restore(self, route: ModelRoute) -> None:
-        """Put back a route returned by :meth:`install` (rollback), with the alarm state of
-        the route it replaces (raised or cleared meanwhile), not the state it was left in."""
-        self.drift.forget(route.model.bundle_id)
-        self.routes.put(route)
+    def restore(self, swap: Swap) -> None:
+        """Undo :meth:`install` (rollback): put back the replaced route, or stop serving a
+        bundle that was new, and serve the superseded routes again.
+
+        The alarm state carries on, not the state the routes were left in: an alarm active
+        now (raised or carried over meanwhile) goes back to the route of the bundle that
+        raised it if that one returns, else to the replaced route (else the first superseded
+        one); the other returning routes hold none.
+        """
+        installed = swap.installed
+        active = installed.tracker.active
+        origin = active.model.bundle_id if active is not None else None
+        heir = next((r for r in swap.superseded if r.model.bundle_id == origin), None)
+        if heir is None and swap.replaced is None and swap.superseded:
+            heir = swap.superseded[0]
+        self.drift.forget(installed.model.bundle_id)
+        if swap.replaced is not None:
+            self.routes.put(swap.replaced)
+            if heir is not None:
+                swap.replaced.tracker.drop_episode()
+        else:
+            self.routes.pop(installed.model.bundle_id)
+        for old in swap.superseded:
+            self.drift.forget(old.model.bundle_id)
+            self.routes.rejoin(old, takes_from=installed if old is heir else None)
+        if swap.replaced is None or swap.superseded:
+            self.drift.reset_membership()
 
     def remove(self, bundle_id: str) -> ModelRoute | None:
         """Stop serving ``bundle_id`` (rollback of a bundle that was new)."""

@@ -524,9 +524,11 @@ def build_ota_status(
     reason: str | None = None,
     now: float | None = None,
     warnings: Sequence[str] = (),
+    replaces: Sequence[ModelRef] = (),
 ) -> dict[str, Any]:
     """Payload for the retained ``ota/status`` topic; ``reason`` is required for
-    ``rejected`` and ``rolled_back``."""
+    ``rejected`` and ``rolled_back``; ``replaces`` names the bundles a merged bundle
+    supersedes."""
     if state in ("rejected", "rolled_back") and not reason:
         raise PayloadError(f"ota status {state!r} needs a reason")
     payload = _envelope("rapp/ota_status/v1", device, now, None)
@@ -543,4 +545,6 @@ def build_ota_status(
         payload["reason"] = reason
     if warnings:
         payload["warnings"] = list(warnings)
+    if replaces:
+        payload["replaces"] = [_model(m) for m in replaces]
     return payload

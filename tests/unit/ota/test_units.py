@@ -9,6 +9,8 @@ import json
 import stat
 import threading
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -37,6 +39,7 @@ from agent.ota.transfer import DoneLog, Staging, TransferCommand, parse_command
 from agent.ota.verify import Verifier
 from agent.ota.versions import ServingVersions
 from agent.pipeline.alarms import ModelRef
+from agent.pipeline.routes import Swap
 from agent.sinks.topics import Topics
 from exporter.cli import main as export_main
 from exporter.keys import keygen, load_private_key, sign_bundle
@@ -188,6 +191,24 @@ def test_store_activate_commit_rollback_and_prune(tmp_path):
         store.pointer("r1")
 
 
+def test_committing_a_merged_bundle_retires_the_members_it_superseded(tmp_path):
+    store = ModelStore(tmp_path)
+    shas = {}
+    for bid, content in (("p7", b"7"), ("p8", b"8 old"), ("p8", b"8"), ("p9", b"9")):
+        shas[content] = store.put("r", content)  # a commit prunes unreferenced files
+        store.activate("r", bid, shas[content], "1", "t")
+        store.commit("r", bid)
+    p7, p8, p8_old = shas[b"7"], shas[b"8"], shas[b"8 old"]
+    merged = store.put("r", b"merged")
+    store.activate("r", "p7", merged, "2", "tm")
+    assert set(store.pointer("r")) == {"p7", "p8", "p9"}, "members stay until the commit"
+    store.commit("r", "p7", retire=["p8", "p7"])  # its own id is never retired
+    pointer = store.pointer("r")
+    assert set(pointer) == {"p7", "p9"} and pointer["p7"].active == merged
+    stems = {p.stem for p in store.files("r")}
+    assert {p8, p8_old}.isdisjoint(stems) and {merged, p7} <= stems
+
+
 def test_reinstalling_the_active_bundle_keeps_the_older_fallback(tmp_path):
     store = ModelStore(tmp_path)
     a, b = store.put("r", b"a"), store.put("r", b"b")
@@ -207,7 +228,7 @@ class _W:
 
 
 def _probation(**kw) -> Probation:
-    args = dict(robot="r", model=ModelRef("m", "2"), transfer_id="t", previous_route=None,
+    args = dict(robot="r", model=ModelRef("m", "2"), transfer_id="t", swap=None,
                 windows=10, max_alarm_rate=0.2, max_latency_s=1.0)  # fmt: skip
     return Probation(**{**args, **kw})
 
@@ -422,12 +443,17 @@ def test_intake_ignores_a_tampered_chunk_asks_again_and_completes(tmp_path):
     assert delivery is not None and delivery.data == data
 
 
+def _route(bundle_id: str) -> Any:
+    """Enough of a ModelRoute for the probation board: its model."""
+    return SimpleNamespace(model=ModelRef(bundle_id, "1"))
+
+
 class _Robot:
     def __init__(self) -> None:
-        self.removed: list[str] = []
+        self.restored: list[object] = []
 
-    def remove(self, bundle_id: str) -> None:
-        self.removed.append(bundle_id)
+    def restore(self, swap: object) -> None:
+        self.restored.append(swap)
 
 
 def test_probation_board_commits_or_rolls_back_and_owns_its_state(tmp_path):
@@ -439,17 +465,18 @@ def test_probation_board_commits_or_rolls_back_and_owns_its_state(tmp_path):
         lambda: changes.append(1),
     )  # fmt: skip
     store.activate("r", "m", store.put("r", b"a"), "2", "t1")
-    board.start("r", ModelRef("m", "2"), "t1", None)
+    board.start("r", ModelRef("m", "2"), "t1", Swap(_route("m")))
     assert board.busy
     board.observe("r", [_W(0.1)] * 10)
     assert not board.busy and reporter.last["state"] == "committed"
     assert store.pointer("r")["m"].state == "committed" and done.get("t1")[0] == "committed"
     store.activate("r", "m", store.put("r", b"b"), "3", "t2")
-    board.start("r", ModelRef("m", "2"), "t2", None)
+    rollback = Swap(_route("m"))
+    board.start("r", ModelRef("m", "2"), "t2", rollback)
     board.observe("other", [_W(float("nan"))])  # another robot's windows do not count
     assert board.busy
     board.observe("r", [_W(float("nan"))])
-    assert not board.busy and robot.removed == ["m"] and len(changes) == 2
+    assert not board.busy and robot.restored == [rollback] and len(changes) == 2
     assert reporter.last["state"] == "rolled_back" and "non-finite" in reporter.last["reason"]
     assert store.pointer("r")["m"].state == "committed" and done.get("t2")[0] == "rolled_back"
 

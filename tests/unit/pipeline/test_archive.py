@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from agent.pipeline.alarms import AlarmSettings
 from agent.pipeline.robot import PipelineOptions, PipelineResult, RobotPipeline
+from agent.pipeline.routes import ProgramConflictError
 from agent.pipeline.thresholds import DynamicSettings
 from agent.sources.base import SampleChunk
 from tests.support.fixtures.archive import ripple
@@ -113,7 +115,8 @@ def test_installing_a_bundle_for_a_new_program_touches_no_other_route(scorers):
     route = pipeline.routes[0]
     assert route.tracker.active is not None, "program 1 is in alarm"
     before = (route.tracker, route.tracker.stats(), route.tracker.smoothed, route.threshold)
-    assert pipeline.install(scorers[2]) is None
+    swap = pipeline.install(scorers[2])
+    assert swap.replaced is None and not swap.superseded
     assert pipeline.routes[0] is route
     assert before == (route.tracker, route.tracker.stats(), route.tracker.smoothed, route.threshold)
     result = feeder.feed(currents(4000, seed=13), program=2)
@@ -127,14 +130,95 @@ def test_replacing_or_rolling_back_a_route_in_alarm_keeps_one_alarm_episode(scor
     feeder = Feeder(pipeline)
     raised = feeder.feed(ripple(currents(4000, seed=12)), program=1).events
     assert [e.kind for e in raised] == ["raise"]
-    old = pipeline.install(scorers[1])  # an OTA update of the same bundle id
+    swap = pipeline.install(scorers[1])  # an OTA update of the same bundle id
+    old = swap.replaced
     assert old is not None and pipeline.routes[0] is not old
     assert pipeline.routes[0].tracker.active == raised[0], "the alarm survives the swap"
     cleared = feeder.feed(currents(6000, seed=14), program=1).events
     assert [(e.kind, e.raise_id) for e in cleared] == [("clear", raised[0].id)]
-    pipeline.restore(old)  # rollback after the clear
+    pipeline.restore(swap)  # rollback after the clear
     assert pipeline.routes[0] is old and old.tracker.active is None
     assert not feeder.feed(currents(3000, seed=15), program=1).events, "no second clear"
+
+
+def _served(pipeline: RobotPipeline) -> list[tuple[str, tuple[int, ...]]]:
+    return [(r.model.bundle_id, tuple(sorted(r.programs))) for r in pipeline.routes]
+
+
+def test_a_merged_bundle_supersedes_its_members_and_a_rollback_brings_them_back(
+    scorers, merged_scorers
+):
+    pipeline = RobotPipeline("r1", [scorers[1], scorers[2]], SETTINGS)
+    feeder = Feeder(pipeline)
+    member_2 = pipeline.routes[1]
+    swap = pipeline.install(merged_scorers["p1"])  # merged under member 1's id
+    assert _served(pipeline) == [("p1", (1, 2))]
+    assert swap.replaced is not None and swap.replaced.programs == {1}
+    assert swap.superseded == [member_2]
+    windows = feeder.feed(currents(3000, seed=21), program=2).windows
+    assert windows and {w.model.bundle_id for w in windows} == {"p1"}, "p2 scores no more"
+    assert member_2.tracker.stats().windows == 0
+    pipeline.restore(swap)
+    assert _served(pipeline) == [("p1", (1,)), ("p2", (2,))]
+    assert pipeline.routes[1] is member_2
+    windows = feeder.feed(currents(3000, seed=22), program=2).windows
+    assert {w.model.bundle_id for w in windows} == {"p2"}
+
+
+def test_a_merged_bundle_under_a_new_id_supersedes_all_members_and_rolls_back(
+    scorers, merged_scorers
+):
+    pipeline = RobotPipeline("r1", [scorers[1], scorers[2]], SETTINGS)
+    before = list(pipeline.routes)
+    swap = pipeline.install(merged_scorers["p12"])
+    assert _served(pipeline) == [("p12", (1, 2))] and swap.replaced is None
+    assert swap.superseded == before
+    pipeline.restore(swap)
+    assert list(pipeline.routes) == before
+
+
+def test_a_bundle_sharing_only_some_programs_is_refused_and_changes_nothing(
+    scorers, merged_scorers
+):
+    pipeline = RobotPipeline("r1", [merged_scorers["p12"]], SETTINGS)
+    before = list(pipeline.routes)
+    with pytest.raises(ProgramConflictError, match=r"'p23'.*'p12'.*rapp-export merge"):
+        pipeline.install(merged_scorers["p23"])
+    assert list(pipeline.routes) == before
+
+
+def test_an_alarm_on_a_superseded_member_is_cleared_by_the_merged_bundle(scorers, merged_scorers):
+    pipeline = RobotPipeline("r1", [scorers[1], scorers[2]], SETTINGS)
+    feeder = Feeder(pipeline)
+    raised = feeder.feed(ripple(currents(4000, seed=23)), program=2).events
+    assert [(e.kind, e.model.bundle_id) for e in raised] == [("raise", "p2")]
+    pipeline.install(merged_scorers["p1"])
+    assert pipeline.active_alarm() == raised[0], "the member's alarm moves to the merged route"
+    cleared = feeder.feed(currents(6000, seed=24), program=2).events
+    assert [(e.kind, e.raise_id) for e in cleared] == [("clear", raised[0].id)]
+
+
+def test_rolling_back_a_merge_gives_an_active_alarm_back_to_the_member_that_raised_it(
+    scorers, merged_scorers
+):
+    pipeline = RobotPipeline("r1", [scorers[1], scorers[2]], SETTINGS)
+    feeder = Feeder(pipeline)
+    raised = feeder.feed(ripple(currents(4000, seed=23)), program=2).events
+    swap = pipeline.install(merged_scorers["p1"])
+    pipeline.restore(swap)
+    p1, p2 = pipeline.routes
+    assert p1.tracker.active is None and p2.tracker.active == raised[0], "one episode, its own"
+    cleared = feeder.feed(currents(6000, seed=24), program=2).events
+    assert [(e.kind, e.raise_id) for e in cleared] == [("clear", raised[0].id)]
+
+
+def test_at_start_a_bundle_covered_by_another_is_not_served(scorers, merged_scorers, caplog):
+    """The config still lists the members of a merged bundle the model store serves."""
+    pipeline = RobotPipeline("r1", [scorers[1], scorers[2], merged_scorers["p12"]], SETTINGS)
+    assert _served(pipeline) == [("p12", (1, 2))]
+    assert "bundle 'p2' (programs 2) is not served" in caplog.text
+    same = RobotPipeline("r1", [merged_scorers["p12"], merged_scorers["p1"]], SETTINGS)
+    assert _served(same) == [("p1", (1, 2))], "same programs: the later one serves"
 
 
 def test_dynamic_threshold_never_learns_from_alarm_windows(scorers):
