@@ -136,8 +136,9 @@ class RouteTable:
         if conflicts:
             names = "; ".join(r.describe() for r in conflicts)
             raise ProgramConflictError(
-                f"{route.describe()} shares programs with {names}, but not all of them: merge "
-                "those bundles into it (rapp-export merge) or push it for other programs"
+                f"{route.describe()} shares some programs with {names}; one bundle serves "
+                "each program: push a bundle that serves all their programs (rapp-export "
+                "merge), or a new version of the one serving them"
             )
         swap = Swap(route, replaced=self.put(route))
         for old in others:

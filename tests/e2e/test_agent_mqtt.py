@@ -100,19 +100,23 @@ def test_broker_outage_loses_no_alarm(tmp_path, broker, bundle_path, episodes_cs
         broker.stop()
         down_since = time.monotonic()
 
+        def delivered_ids() -> set[str]:
+            # Distinct ids: a re-sent duplicate must not stand in for a missing alarm.
+            return {m.json()["id"] for m in sub.messages(ALARM_TOPIC)}
+
         def all_raised() -> bool:
-            delivered = {m.json()["id"] for m in sub.messages(ALARM_TOPIC)}
-            return len(delivered | outboxed_alarm_ids(state)) >= len(expected)
+            return len(delivered_ids() | outboxed_alarm_ids(state)) >= len(expected)
 
         wait_until(all_raised, 90, interval=0.2, message="every alarm raised during the outage")
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_since)))
         broker.start()
 
-        def all_delivered() -> bool:
-            # Distinct ids: a re-sent duplicate must not stand in for a missing alarm.
-            return len({m.json()["id"] for m in sub.messages(ALARM_TOPIC)}) >= len(expected)
-
-        wait_until(all_delivered, 90, interval=0.2, message="every alarm after reconnect")
+        wait_until(
+            lambda: len(delivered_ids()) >= len(expected),
+            90,
+            interval=0.2,
+            message="every alarm after reconnect",
+        )
         alarms = sub.messages(ALARM_TOPIC)
     by_id = {m.json()["id"]: m.json() for m in alarms}
     keys = [alarm_key(p) for p in by_id.values()]
