@@ -11,6 +11,7 @@ exporter measured is what the device will compute.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -53,6 +54,7 @@ from agent.core.rapp import (
     pathway_differences,
     stable_nap,
 )
+from agent.core.residual import ResidualFit, fit_input_residual
 from agent.core.scoring import Scorer, pathway_scores
 from exporter.errors import ExportError, ExportInputError
 from exporter.metrics import auroc, spearman
@@ -139,6 +141,11 @@ class BuiltBundle:
     data: bytes
     manifest: dict[str, Any]
     report: dict[str, Any]
+
+
+def _residual_note(fit: ResidualFit) -> str:
+    verdict = "in the combined score" if fit.residual is not None else "left out"
+    return f"{verdict} ({fit.reason}; k = {fit.k}, gap {fit.gap:.3f})"
 
 
 def _split_blocks(n: int, block: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -369,6 +376,7 @@ def build_bundle(
     fidelity_scores: dict[str, dict[str, np.ndarray]] = {}
     canary_x: np.ndarray | None = None
     extra_manifest: dict[str, Any] = {}
+    residual_fit: ResidualFit | None = None
     for cand in candidates:
         log(f"fitting RaPP on {cand.id}")
         hidden, hidden_hat = _run(cand, spec.feature_dim, features)
@@ -389,8 +397,14 @@ def build_bundle(
             reference = trained.latent_reference
             codes = fit_h[-1] if reference is None or len(reference) < 2 else reference
             density = calibrate(held["nap"], hold_h[-1], fit_latent_density(codes))
+            if residual_fit is None:  # the inputs are the same for every artifact
+                residual_fit = fit_input_residual(hidden[0][fit_idx], hidden[0][hold_idx])
+                log(f"  input residual view: {_residual_note(residual_fit)}")
+            density = dataclasses.replace(density, residual=residual_fit.residual)
             arrays.update(density.arrays(cand.id))
-            held["density"], held["combined"] = latent_scores(hold_h[-1], held["nap"], density)
+            held["density"], held["combined"] = latent_scores(
+                hold_h[-1], held["nap"], density, hold_h[0]
+            )
         if cand.precision == "fp32" and canary_x is None:
             err = np.square(hidden_hat[0][hold_idx] - hidden[0][hold_idx]).mean(axis=0)
             arrays["recon_scale"] = np.maximum(err, 1e-12).astype(np.float32)
@@ -486,6 +500,8 @@ def build_bundle(
         "fidelity": fidelity,
         "sanity": sanity.to_json(),
     }
+    if residual_fit is not None:
+        report["input_residual"] = residual_fit.summary()
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

@@ -14,7 +14,7 @@
 #   model        MLP 384 → 198 → 12 (2 encoder layers, bottleneck 12), seed 0, early stopping
 #   build        onnx fp32 + int8 QDQ (int8 weights, 16-bit activations, floor ρ 0.98), NAP on
 #                all layers, thresholds at the 0.999 quantile of held-out calibration cycles
-#   result       1.8 MB bundle; see benchmarks/results/sim_report/report.md for detection
+#   result       1.9 MB bundle; see benchmarks/results/sim_report/report.md for detection
 #
 # Deterministic: fixed simulator seeds, training seed 0 on one thread (torch deterministic
 # algorithms), SOURCE_DATE_EPOCH pins the manifest's `created`; the same inputs give the same

@@ -16,10 +16,11 @@ Each component (and log NAP) is put on one calibrated scale, ``(v − median) / 
 median)`` on normal calibration windows: 0 is a typical normal window, 1 the calibration's
 99th percentile. The published ``density`` is exp of the mean of the two latent components,
 and ``combined`` = exp(calibrated log NAP) + density — exp of a log-sum-exp, a soft maximum,
-so a fault that only one view sees is not diluted by the other. Both are positive like the
-other scores (density 1 for a typical normal window, e ≈ 2.7 at the calibration's 99th
-percentile; combined 2 and ≈ 5.4), so thresholds, ratios and the alarm's log-domain
-smoothing treat them alike. The rule uses
+so a fault that only one view sees is not diluted by the other (bundles whose build admitted
+it add a third view to that sum, the input residual of agent.core.residual). Both are
+positive like the other scores (density 1 for a typical normal window, e ≈ 2.7 at the
+calibration's 99th percentile; combined 2 and ≈ 5.4, plus one per extra view), so
+thresholds, ratios and the alarm's log-domain smoothing treat them alike. The rule uses
 normal data only; see docs/architecture.md ("Scores") for the measurements behind it.
 """
 
@@ -32,6 +33,7 @@ from functools import cached_property
 import numpy as np
 
 from agent.core.errors import AgentInputError
+from agent.core.residual import InputResidual, ResidualError
 
 DEFAULT_BINS = 20
 # The calibrated scale's upper anchor: 1.0 on it is this quantile of normal windows.
@@ -66,6 +68,7 @@ class LatentDensity:
     std: np.ndarray
     centre: np.ndarray
     spread: np.ndarray
+    residual: InputResidual | None = None  # the combined score's input view, if admitted
 
     @property
     def dim(self) -> int:
@@ -106,7 +109,10 @@ class LatentDensity:
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """The parameters as named arrays for a bundle's ``rapp.npz``."""
-        return {f"{prefix}.density_{name}": getattr(self, name) for name in ARRAY_FIELDS}
+        out = {f"{prefix}.density_{name}": getattr(self, name) for name in ARRAY_FIELDS}
+        if self.residual is not None:
+            out.update(self.residual.arrays(prefix))
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> LatentDensity | None:
@@ -117,8 +123,13 @@ class LatentDensity:
         missing = [key for key in keys.values() if key not in arrays]
         if missing:
             raise DensityError(f"rapp.npz lacks {', '.join(missing)}; rebuild the bundle")
+        try:
+            residual = InputResidual.from_arrays(arrays, prefix)
+        except ResidualError as err:
+            raise DensityError(str(err)) from err
         params = cls(
-            **{name: np.asarray(arrays[key], dtype=np.float64) for name, key in keys.items()}
+            **{name: np.asarray(arrays[key], dtype=np.float64) for name, key in keys.items()},
+            residual=residual,
         )
         params.check()
         return params
@@ -254,21 +265,34 @@ def density_score(codes: np.ndarray, params: LatentDensity) -> np.ndarray:
     return np.exp(np.minimum(level, MAX_LEVEL))
 
 
-def combined_score(nap: np.ndarray, density: np.ndarray, params: LatentDensity) -> np.ndarray:
-    """NAP on its calibrated scale, exp((log NAP − median) / spread), plus the density: a
-    soft maximum of the two views, so a fault that only one of them sees is not diluted."""
-    return np.exp(np.minimum(_scaled(_log_nap(nap), params, 0), MAX_LEVEL)) + density
+def combined_score(
+    nap: np.ndarray, density: np.ndarray, params: LatentDensity, inputs: np.ndarray | None = None
+) -> np.ndarray:
+    """NAP on its calibrated scale, exp((log NAP − median) / spread), plus the density (plus
+    the input residual's level when the bundle has one): a soft maximum of the views, so a
+    fault that only one of them sees is not diluted."""
+    combined = np.exp(np.minimum(_scaled(_log_nap(nap), params, 0), MAX_LEVEL)) + density
+    return combined + _residual_level(params, inputs, len(combined))
+
+
+def _residual_level(params: LatentDensity, inputs: np.ndarray | None, n: int) -> np.ndarray:
+    if params.residual is None:
+        return np.zeros(n)
+    if inputs is None:
+        raise DensityError("this bundle's combined score has an input view: pass the inputs")
+    return params.residual.level(inputs)
 
 
 def latent_scores(
-    codes: np.ndarray, nap: np.ndarray, params: LatentDensity
+    codes: np.ndarray, nap: np.ndarray, params: LatentDensity, inputs: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(density, combined) of every window: :func:`density_score` and
-    :func:`combined_score`, with one window computed in Python floats (the live path)."""
+    :func:`combined_score` (``inputs``: the model's input features, needed by bundles with an
+    input residual), with one window's latent part in Python floats (the live path)."""
     z = _codes(codes, params.dim)
     if len(z) != 1:
         density = density_score(z, params)
-        return density, combined_score(nap, density, params)
+        return density, combined_score(nap, density, params, inputs)
     rows = params.rows
     centre, spread = rows.centre, rows.spread
     histogram, gaussian = _row_components(z[0].tolist(), rows)
@@ -276,4 +300,8 @@ def latent_scores(
     density = math.exp(min(level, MAX_LEVEL))
     nap_level = (math.log(float(nap[0]) + 1e-12) - centre[0]) / spread[0]
     both = np.array([density, math.exp(min(nap_level, MAX_LEVEL)) + density])
+    if params.residual is not None:
+        if inputs is None:
+            raise DensityError("this bundle's combined score has an input view: pass the inputs")
+        both[1] += params.residual.level_of_one(inputs)
     return both[:1], both[1:]

@@ -202,7 +202,9 @@ class Scorer:
         nap = out[:, 2]
         density = combined = None
         if self._density is not None:
-            density, combined = latent_scores(out[:, 3 + attribution :], nap, self._density)
+            density, combined = latent_scores(
+                out[:, 3 + attribution :], nap, self._density, features
+            )
         return Scores(out[:, 0], out[:, 1], nap, contributions, density, combined)
 
     def score_segments(self, segments: Sequence[Segment]) -> Scores:
@@ -255,7 +257,9 @@ def pathway_scores(
         "nap": nap_score(diffs, nap),
     }
     if density is not None:
-        values["density"], values["combined"] = latent_scores(hidden[-1], values["nap"], density)
+        values["density"], values["combined"] = latent_scores(
+            hidden[-1], values["nap"], density, hidden[0]
+        )
     return values
 
 

@@ -241,6 +241,12 @@ def load_bundle_files(
             density = LatentDensity.from_arrays(arrays, artifact.id)
         except DensityError as err:
             raise BundleError(f"{ARRAYS_NAME}: {err}") from err
+        residual = density.residual if density is not None else None
+        if residual is not None and residual.dim != n_feat:
+            raise BundleError(
+                f"{ARRAYS_NAME}: {artifact.id}.residual_mean has {residual.dim} values, the "
+                f"input has {n_feat} features; rebuild the bundle"
+            )
         has_density = density is not None
         declared = {"density", "combined"}
         for what, names in (
