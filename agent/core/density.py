@@ -276,11 +276,13 @@ def combined_score(
 
 
 def _residual_level(params: LatentDensity, inputs: np.ndarray | None, n: int) -> np.ndarray:
-    if params.residual is None:
-        return np.zeros(n)
+    return np.zeros(n) if params.residual is None else params.residual.level(_inputs(inputs))
+
+
+def _inputs(inputs: np.ndarray | None) -> np.ndarray:
     if inputs is None:
         raise DensityError("this bundle's combined score has an input view: pass the inputs")
-    return params.residual.level(inputs)
+    return inputs
 
 
 def latent_scores(
@@ -301,7 +303,5 @@ def latent_scores(
     nap_level = (math.log(float(nap[0]) + 1e-12) - centre[0]) / spread[0]
     both = np.array([density, math.exp(min(nap_level, MAX_LEVEL)) + density])
     if params.residual is not None:
-        if inputs is None:
-            raise DensityError("this bundle's combined score has an input view: pass the inputs")
-        both[1] += params.residual.level_of_one(inputs)
+        both[1] += params.residual.level_of_one(_inputs(inputs))
     return both[:1], both[1:]

@@ -83,3 +83,24 @@ def test_combined_adds_the_residual_level_on_both_the_batch_and_one_window_paths
         np.testing.assert_allclose(one, combined[i : i + 1], rtol=1e-10)  # GEMV vs GEMM
     with pytest.raises(ValueError, match="pass the inputs"):
         latent_scores(z, n, params)
+
+
+def test_the_shipped_bundle_scores_its_input_view_the_same_on_fused_and_numpy_paths():
+    """The default bundle's build admitted the view: both scorer paths and its canary agree."""
+    from agent.core.backends import create_backend
+    from agent.core.bundle import load_bundle
+    from agent.core.scoring import Scorer
+    from agent.models import default_bundle_path
+
+    bundle = load_bundle(default_bundle_path())
+    loaded = bundle.artifacts["onnx-fp32"]
+    assert loaded.density is not None and loaded.density.residual is not None
+    assert bundle.report["input_residual"]["admitted"] is True
+    fused = Scorer.open(bundle, loaded, create_backend(loaded, bundle, "onnxruntime"))
+    reference = Scorer(bundle, loaded, create_backend(loaded, bundle, "onnxruntime"))
+    assert fused.path == "fused"
+    x = bundle.canary_inputs
+    np.testing.assert_allclose(fused.score(x).combined, reference.score(x).combined, rtol=1e-4)
+    one = np.concatenate([fused.score(x[i : i + 1]).combined for i in range(len(x))])
+    np.testing.assert_allclose(one, reference.score(x).combined, rtol=1e-4)
+    assert fused.check_canary() <= loaded.spec.canary_rtol
