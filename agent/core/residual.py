@@ -34,6 +34,9 @@ VARIANCE = 0.95
 MAX_GAP = 0.1
 # At most this many stored basis values (F × k), so the view stays a small GEMV per window.
 MAX_BASIS_VALUES = 1 << 18
+# Windows used from each half, evenly spread: bounds the SVD's memory on long recordings
+# (100,000 windows × 1984 features would be 1.6 GB in float64).
+MAX_WINDOWS = 20_000
 SCALE_QUANTILE = 0.99
 MIN_SPREAD = 1e-6
 MAX_LEVEL = 60.0
@@ -137,8 +140,8 @@ class ResidualFit:
 def fit_input_residual(fit_x: np.ndarray, hold_x: np.ndarray) -> ResidualFit:
     """The input residual fitted on ``fit_x`` and calibrated on ``hold_x`` (normal
     windows, N × F), or None with the reason when the gate (module docstring) refuses it."""
-    fit = np.asarray(fit_x, dtype=np.float64)
-    hold = np.asarray(hold_x, dtype=np.float64)
+    fit = _spread_sample(fit_x)
+    hold = _spread_sample(hold_x)
     if fit.ndim != 2 or hold.ndim != 2 or fit.shape[1] != hold.shape[1]:
         raise ResidualError(f"fit and held-out inputs differ in shape: {fit.shape}, {hold.shape}")
     if len(fit) < 2 or len(hold) < 2 or not (np.isfinite(fit).all() and np.isfinite(hold).all()):
@@ -166,3 +169,10 @@ def fit_input_residual(fit_x: np.ndarray, hold_x: np.ndarray) -> ResidualFit:
             None, k, gap, f"{n_features} × {k} basis values exceed {MAX_BASIS_VALUES}"
         )
     return ResidualFit(residual, k, gap, "generalizes to held-out normal windows")
+
+
+def _spread_sample(x: np.ndarray) -> np.ndarray:
+    rows = np.asarray(x)
+    if len(rows) > MAX_WINDOWS:
+        rows = rows[np.linspace(0, len(rows) - 1, MAX_WINDOWS).astype(np.int64)]
+    return rows.astype(np.float64)
