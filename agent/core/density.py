@@ -32,6 +32,7 @@ from functools import cached_property
 
 import numpy as np
 
+from agent.core.array_group import array_group
 from agent.core.errors import AgentInputError
 from agent.core.residual import InputResidual, ResidualError
 
@@ -118,19 +119,14 @@ class LatentDensity:
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> LatentDensity | None:
         """The parameters stored by :meth:`arrays`, or None when the bundle has none."""
         keys = {name: f"{prefix}.density_{name}" for name in ARRAY_FIELDS}
-        if not any(key in arrays for key in keys.values()):
+        group = array_group(arrays, keys, DensityError)
+        if group is None:
             return None
-        missing = [key for key in keys.values() if key not in arrays]
-        if missing:
-            raise DensityError(f"rapp.npz lacks {', '.join(missing)}; rebuild the bundle")
         try:
             residual = InputResidual.from_arrays(arrays, prefix)
         except ResidualError as err:
             raise DensityError(str(err)) from err
-        params = cls(
-            **{name: np.asarray(arrays[key], dtype=np.float64) for name, key in keys.items()},
-            residual=residual,
-        )
+        params = cls(**group, residual=residual)
         params.check()
         return params
 
@@ -272,11 +268,9 @@ def combined_score(
     the input residual's level when the bundle has one): a soft maximum of the views, so a
     fault that only one of them sees is not diluted."""
     combined = np.exp(np.minimum(_scaled(_log_nap(nap), params, 0), MAX_LEVEL)) + density
-    return combined + _residual_level(params, inputs, len(combined))
-
-
-def _residual_level(params: LatentDensity, inputs: np.ndarray | None, n: int) -> np.ndarray:
-    return np.zeros(n) if params.residual is None else params.residual.level(_inputs(inputs))
+    if params.residual is not None:
+        combined += params.residual.level(_inputs(inputs))
+    return combined
 
 
 def _inputs(inputs: np.ndarray | None) -> np.ndarray:

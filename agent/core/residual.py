@@ -25,6 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
+from agent.core.array_group import array_group
 from agent.core.errors import AgentInputError
 
 # Principal directions kept: the fewest that explain this share of the fit windows' variance.
@@ -95,14 +96,10 @@ class InputResidual:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> InputResidual | None:
         keys = {name: f"{prefix}.residual_{name}" for name in ARRAY_FIELDS}
-        if not any(key in arrays for key in keys.values()):
+        group = array_group(arrays, keys, ResidualError)
+        if group is None:
             return None
-        missing = [key for key in keys.values() if key not in arrays]
-        if missing:
-            raise ResidualError(f"rapp.npz lacks {', '.join(missing)}; rebuild the bundle")
-        params = cls(
-            **{name: np.asarray(arrays[key], dtype=np.float64) for name, key in keys.items()}
-        )
+        params = cls(**group)
         params.check()
         return params
 

@@ -239,11 +239,6 @@ class RobotPipeline:
         if swap.replaced is None or swap.superseded:
             self.drift.reset_membership()
 
-    def remove(self, bundle_id: str) -> ModelRoute | None:
-        """Stop serving ``bundle_id`` (rollback of a bundle that was new)."""
-        self.drift.forget(bundle_id)
-        return self.routes.pop(bundle_id)
-
     def resume_alarm(self, raised: AlarmEvent) -> None:
         """Hold an alarm raised before a restart until it clears (see RouteTable.resume)."""
         self.routes.resume(raised)
